@@ -1,0 +1,235 @@
+"""The DAG as a Prefect flow whose stage tasks run on Ray.
+
+The flow (the driver) walks the DAG: a stage whose dependencies are done is skipped when DVC says it
+is up to date, otherwise its Ray tasks are submitted (one per `foreach` item, then a gather task);
+independent stages and items run at once. Finished stages are committed to DVC, so `dvc repro`
+sees them as up to date too. A failed stage stops its dependents only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from prefect import flow, get_run_logger, task
+from prefect.states import State
+from prefect_ray import RayTaskRunner
+from prefect_ray.context import remote_options
+
+from flows.bookkeeping import DvcBook, ensure_dvc_repo, sync_dvc_file
+from flows.runtime import ray_init_kwargs
+from qoeflow.dag.spec import load_dag, lookup
+from qoeflow.params import effective_tree
+from tasks import REGISTRY
+from tasks.runner import load_project, make_context, run_gather, run_item, run_single
+
+
+class DagRunFailed(RuntimeError):
+    """At least one stage failed; the message names them."""
+
+
+@dataclass
+class Outcome:
+    """How one stage ended."""
+
+    stage: str
+    status: str  # ran | cached | failed | blocked | pending
+    seconds: float = 0.0
+    compute_seconds: float = 0.0
+    outputs: list[str] = field(default_factory=list)
+    message: str = ""
+
+
+def _context(root: str, dag_path: str, stage: str, tree: dict):
+    dag = load_dag(Path(root) / dag_path)
+    dag.path = dag_path
+    return make_context(Path(root), dag, stage, tree, log=get_run_logger().info)
+
+
+@task(name="stage-item")
+def item_task(root: str, dag_path: str, stage: str, tree: dict, index: int) -> dict:
+    """One `foreach` item of a stage, on a Ray worker."""
+    os.chdir(root)
+    return run_item(_context(root, dag_path, stage, tree), index)
+
+
+@task(name="stage-gather")
+def gather_task(root: str, dag_path: str, stage: str, tree: dict, items: list[dict]) -> dict:
+    """The gather step of a `foreach` stage, on a Ray worker."""
+    os.chdir(root)
+    return run_gather(_context(root, dag_path, stage, tree), items)
+
+
+@task(name="stage")
+def single_task(root: str, dag_path: str, stage: str, tree: dict) -> dict:
+    """A stage without fan-out, on a Ray worker."""
+    os.chdir(root)
+    return run_single(_context(root, dag_path, stage, tree))
+
+
+def _off_the_books(dag, file_tree: dict, run_tree: dict) -> set[str]:
+    """Stages whose declared params differ from what DVC sees in the params file (and their dependents):
+    they always run and are not committed, so DVC never records outputs under the wrong params."""
+    off: set[str] = set()
+    for name in dag.order():
+        stage = dag.stages[name]
+        keys = stage.params + ([stage.foreach] if stage.foreach else [])
+        if any(lookup(file_tree, k) != lookup(run_tree, k) for k in keys) or any(d in off for d in stage.deps):
+            off.add(name)
+    return off
+
+
+class _StageRun:
+    """A stage in flight: its phase and its Prefect futures."""
+
+    def __init__(self, name: str, phase: str, futures: list) -> None:
+        self.name, self.phase, self.futures = name, phase, futures
+        self.start = time.perf_counter()
+
+
+def _failure_message(state: State) -> str:
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception as err:  # result unavailable: fall back on the state's message
+        exc = err
+    if isinstance(exc, BaseException):
+        return f"{type(exc).__name__}: {exc}"
+    return state.message or state.name
+
+
+@flow(
+    name="qoeflow-dag",
+    log_prints=True,
+    task_runner=RayTaskRunner(address=os.environ.get("RAY_ADDRESS"), init_kwargs=ray_init_kwargs(os.environ.get("RAY_ADDRESS"))),
+)
+def dag_flow(
+    root: str,
+    dag_path: str = "dags/lifecycle.yaml",
+    params_path: str = "params.yaml",
+    sets: list[str] | None = None,
+    force: list[str] | None = None,
+) -> dict[str, Any]:
+    """Run a qoeflow DAG: every stale stage on Ray, every fresh one skipped."""
+    logger = get_run_logger()
+    started = time.perf_counter()
+    root_path = Path(root)
+    dag, tree, _ = load_project(root_path, dag_path, params_path, sets)
+    unknown = sorted(set(force or []) - set(dag.stages))
+    if unknown:
+        raise ValueError(f"--force: no stage(s) {unknown} in {dag_path} (stages: {', '.join(dag.stages)})")
+    if ensure_dvc_repo(root_path):
+        logger.info("initialised a DVC repository in %s", root_path)
+    if sync_dvc_file(root_path, dag):
+        logger.info("wrote %s from %s", dag.dvc_file(), dag_path)
+    book = DvcBook(root_path, dag)
+    file_tree = effective_tree(root_path / "params.yaml", dag.overrides)
+    off_books = _off_the_books(dag, file_tree, tree)
+    if off_books:
+        logger.warning("params differ from params.yaml for %s: these run and are not recorded in dvc.lock", sorted(off_books))
+
+    outcomes = {name: Outcome(name, "pending") for name in dag.order()}
+    running: dict[str, _StageRun] = {}
+
+    def submit(name: str) -> None:
+        stage = dag.stages[name]
+        opts = {"num_cpus": stage.resources.cpus, "num_gpus": stage.resources.gpus}
+        args = (root, dag_path, name, tree)
+        with remote_options(**opts):
+            if REGISTRY[stage.task].fans_out:
+                items = make_context(root_path, dag, name, tree).items()
+                labels = [str(item.get("name", i)) if isinstance(item, dict) else str(i) for i, item in enumerate(items)]
+                futures = [
+                    item_task.with_options(retries=stage.retries, task_run_name=f"{name}[{label}]").submit(*args, i)
+                    for i, label in enumerate(labels)
+                ]
+                running[name] = _StageRun(name, "items", futures)
+            else:
+                futures = [single_task.with_options(retries=stage.retries, task_run_name=name).submit(*args)]
+                running[name] = _StageRun(name, "single", futures)
+
+    def schedule() -> None:
+        for name, outcome in outcomes.items():
+            if outcome.status != "pending" or name in running:
+                continue
+            deps = dag.stages[name].deps
+            bad = [d for d in deps if outcomes[d].status in ("failed", "blocked")]
+            if bad:
+                outcome.status, outcome.message = "blocked", f"upstream stage '{bad[0]}' did not succeed"
+                continue
+            if any(outcomes[d].status not in ("ran", "cached") for d in deps):
+                continue
+            if name not in (force or []) and name not in off_books:
+                reasons = book.stale_reasons(name)
+                if not reasons:
+                    outcome.status = "cached"
+                    outcome.outputs = [o.path for o in dag.stages[name].outs.values()]
+                    logger.info("stage %s: up to date, skipped", name)
+                    continue
+                logger.info("stage %s: stale (%s)", name, "; ".join(reasons)[:300])
+            logger.info("stage %s: submitting to Ray", name)
+            submit(name)
+
+    def advance(run: _StageRun) -> None:
+        states = [f.state for f in run.futures]
+        failed = [s for s in states if not s.is_completed()]
+        outcome = outcomes[run.name]
+        if failed:
+            del running[run.name]
+            outcome.status, outcome.seconds = "failed", time.perf_counter() - run.start
+            outcome.message = _failure_message(failed[0])
+            logger.error("stage %s FAILED: %s", run.name, outcome.message)
+            return
+        results = [f.result() for f in run.futures]
+        if run.phase == "items":
+            with remote_options(num_cpus=1):
+                run.futures = [
+                    gather_task.with_options(task_run_name=f"{run.name}[gather]").submit(root, dag_path, run.name, tree, results)
+                ]
+            run.phase = "gather"
+            return
+        del running[run.name]
+        summary = results[0]
+        if run.name not in off_books:
+            book.commit(run.name)
+        outcome.status = "ran"
+        outcome.seconds = time.perf_counter() - run.start
+        outcome.compute_seconds = float(summary.get("compute_seconds", 0.0))
+        outcome.outputs = list(summary.get("outputs", []))
+        if summary.get("diverged"):
+            outcome.message = f"diverged: {', '.join(summary['diverged'])}"
+        logger.info("stage %s: ran in %.1f s", run.name, outcome.seconds)
+
+    schedule()
+    while running:
+        refs = [f.wrapped_future for r in running.values() for f in r.futures]
+        ray.wait(refs, num_returns=1, timeout=2.0)
+        for run in list(running.values()):
+            for f in run.futures:
+                f.wait(timeout=0)
+            if all(f.state.is_final() for f in run.futures):
+                advance(run)
+        schedule()
+
+    summary = {
+        "dag": dag_path,
+        "wall_seconds": time.perf_counter() - started,
+        "stages": [asdict(o) for o in outcomes.values()],
+    }
+    record = root_path / ".qoeflow" / "runs" / "last.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(summary, indent=2))
+    bad = [o for o in outcomes.values() if o.status == "failed"]
+    if bad:
+        raise DagRunFailed("; ".join(f"stage '{o.stage}' failed: {o.message}" for o in bad))
+    return summary
+
+
+def with_ray(address: str | None):
+    """The flow bound to a Ray task runner: a local Ray sized to this machine, or the cluster at `address`."""
+    runner = RayTaskRunner(address=address, init_kwargs=ray_init_kwargs(address))
+    return dag_flow.with_options(task_runner=runner)

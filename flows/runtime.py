@@ -1,0 +1,142 @@
+"""The services a run needs: one Prefect API for the driver and every Ray worker, and a reachable Ray.
+
+Environment variables are set here, before prefect is imported, because prefect reads its settings
+at import time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlparse
+
+
+class ServiceError(RuntimeError):
+    """A service the run needs is unreachable or would not start."""
+
+
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prefect_env(root: Path) -> dict[str, str]:
+    """Prefect settings for this project: its home inside the project, analytics off, shared storage."""
+    home = Path(os.environ.get("PREFECT_HOME") or root / ".qoeflow" / "prefect")
+    return {
+        "PREFECT_HOME": str(home),
+        "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_CLI_PROMPT": "false",
+        "RAY_DEDUP_LOGS": "0",
+        "GX_ANALYTICS_ENABLED": "false",
+    }
+
+
+def check_prefect_api(url: str, timeout: float = 5.0) -> None:
+    """Refuse an API URL that does not answer its health check within `timeout` seconds."""
+    health = url.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(health, timeout=timeout) as response:
+            if response.status != 200:
+                raise ServiceError(f"PREFECT_API_URL={url}: health check answered HTTP {response.status}")
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise ServiceError(f"PREFECT_API_URL={url} is unreachable ({exc}); start that server or unset the variable") from None
+
+
+def check_ray_address(address: str, timeout: float = 5.0) -> None:
+    """Refuse a Ray address whose GCS port does not accept a connection within `timeout` seconds."""
+    if address == "auto":
+        return
+    parsed = urlparse(address if "://" in address else f"ray://{address}")
+    host, port = parsed.hostname, parsed.port
+    if not host or not port:
+        raise ServiceError(f"Ray address {address!r}: expected HOST:PORT (e.g. 127.0.0.1:6379)")
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ServiceError(f"Ray address {address} is unreachable ({exc}); is `ray start --head` running there?") from None
+
+
+@contextlib.contextmanager
+def prefect_server(root: Path, startup_timeout: float = 90.0) -> Iterator[str]:
+    """Run one Prefect server on a free localhost port for the duration of the block; yield its API URL."""
+    port = free_port()
+    env = {**os.environ, **prefect_env(root), "PREFECT_UI_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    home = Path(env["PREFECT_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    log_path = home / "server.log"
+    prefect_bin = Path(sys.executable).with_name("prefect")
+    command = [str(prefect_bin), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if process.poll() is not None:
+                raise ServiceError(f"the Prefect server exited at start (code {process.returncode}); see {log_path}")
+            try:
+                check_prefect_api(url, timeout=1.0)
+                break
+            except ServiceError:
+                if time.monotonic() > deadline:
+                    raise ServiceError(f"the Prefect server did not answer within {startup_timeout:.0f} s; see {log_path}")
+                time.sleep(0.25)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def prefect_api(root: Path) -> Iterator[str]:
+    """The run's one Prefect API: the user's `PREFECT_API_URL` if set (checked), else an embedded server.
+
+    Sets the process environment (inherited by a local Ray and passed to remote workers)."""
+    settings = prefect_env(root)
+    Path(settings["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+    os.environ.update(settings)
+    given = os.environ.get("PREFECT_API_URL")
+    if given:
+        check_prefect_api(given)
+        yield given
+        return
+    with prefect_server(root) as url:
+        os.environ["PREFECT_API_URL"] = url
+        try:
+            yield url
+        finally:
+            os.environ.pop("PREFECT_API_URL", None)
+
+
+def worker_env() -> dict[str, str]:
+    """The variables every Ray worker needs to report to the run's Prefect API."""
+    names = ["PREFECT_API_URL", "PREFECT_HOME", "PREFECT_LOCAL_STORAGE_PATH", "PREFECT_SERVER_ANALYTICS_ENABLED",
+             "DO_NOT_TRACK", "GX_ANALYTICS_ENABLED", "PREFECT_API_KEY"]
+    return {n: os.environ[n] for n in names if os.environ.get(n)}
+
+
+def ray_init_kwargs(address: str | None) -> dict:
+    """`ray.init` options: a local instance sized to this machine, or a connection to `address`."""
+    kwargs: dict = {"runtime_env": {"env_vars": worker_env()}, "log_to_driver": True}
+    if not address:
+        kwargs.update(num_cpus=os.cpu_count() or 1, include_dashboard=False)
+    return kwargs

@@ -1,0 +1,220 @@
+"""The `qoeflow` command.
+
+This is the one entry point above the layers: `run` and `serve` import `flows` (Prefect, Ray),
+`stage` imports `tasks` (no Prefect, no Ray), and `dag` needs neither. Heavy imports are lazy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+DEFAULT_DAG = "dags/lifecycle.yaml"
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> int:
+    _console().print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return code
+
+
+def summary_table(summary: dict):
+    """The end-of-run table: stage, status, seconds, outputs."""
+    from rich.table import Table
+
+    colours = {"ran": "green", "cached": "cyan", "failed": "red", "blocked": "yellow", "pending": "white"}
+    table = Table(title=f"qoeflow run of {summary['dag']} in {summary['wall_seconds']:.1f} s")
+    for column in ("stage", "status", "seconds", "outputs", "note"):
+        table.add_column(column, overflow="fold")
+    for s in summary["stages"]:
+        table.add_row(
+            s["stage"], f"[{colours.get(s['status'], 'white')}]{s['status']}[/]", f"{s['seconds']:.1f}",
+            "\n".join(s["outputs"]), s["message"][:300],
+        )
+    return table
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from qoeflow.dag.spec import DagError
+    from qoeflow.params import ParamsError
+    from tasks.runner import load_project
+
+    root = Path.cwd()
+    try:
+        load_project(root, args.dag, args.params, args.set)
+    except (DagError, ParamsError) as exc:
+        return _fail(str(exc))
+    from flows.runtime import ServiceError, check_ray_address, prefect_api
+
+    address = args.ray_address or os.environ.get("RAY_ADDRESS") or None
+    record = root / ".qoeflow" / "runs" / "last.json"
+    record.unlink(missing_ok=True)
+    try:
+        if address:
+            check_ray_address(address)
+        with prefect_api(root):
+            from flows.dag_flow import DagRunFailed, with_ray
+
+            try:
+                with_ray(address)(root=str(root), dag_path=args.dag, params_path=args.params, sets=args.set, force=args.force)
+                code = 0
+            except DagRunFailed as exc:
+                _fail(str(exc), 1)
+                code = 1
+    except ServiceError as exc:
+        return _fail(str(exc))
+    if record.exists():
+        _console().print(summary_table(json.loads(record.read_text())))
+    return code
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from qoeflow.dag.spec import DagError
+    from qoeflow.params import ParamsError
+    from tasks.context import StageError
+    from tasks.runner import load_project, make_context, run_stage
+
+    root = Path.cwd()
+    try:
+        dag, tree, params = load_project(root, args.dag, args.params)
+    except (DagError, ParamsError) as exc:
+        return _fail(str(exc))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=_console(), transient=False) as progress:
+        bars: dict[str, int] = {}
+
+        def on_progress(key: str, done: int, total: int, note: str) -> None:
+            if key not in bars:
+                bars[key] = progress.add_task(f"{args.name}[{key}]", total=total, note="")
+            progress.update(bars[key], completed=done, total=total, note=note)
+
+        try:
+            ctx = make_context(root, dag, args.name, tree, params, log=progress.console.log, progress=on_progress)
+            summary = run_stage(ctx)
+        except (StageError, DagError, ParamsError) as exc:
+            return _fail(f"stage '{args.name}' failed: {exc}", 1)
+    _console().print(f"stage [bold]{args.name}[/] ran in {summary['compute_seconds']:.1f} s: "
+                     f"{', '.join(summary.get('outputs', []))}", highlight=False)
+    return 0
+
+
+def cmd_dag(args: argparse.Namespace) -> int:
+    from qoeflow.dag.spec import DagError
+    from qoeflow.params import ParamsError
+    from tasks.runner import load_project
+
+    root = Path.cwd()
+    try:
+        dag, _, _ = load_project(root, args.dag, args.params)
+    except (DagError, ParamsError) as exc:
+        return _fail(str(exc))
+    if args.action == "check":
+        print(f"{args.dag}: OK ({len(dag.stages)} stages: {' -> '.join(dag.order())})")
+        return 0
+    if args.action == "show":
+        for name in dag.order():
+            stage = dag.stages[name]
+            extra = f" foreach {stage.foreach}" if stage.foreach else ""
+            print(f"{name}  (task {stage.task}{extra}; cpus {stage.resources.cpus:g}, gpus {stage.resources.gpus:g})")
+            print(f"  deps:   {', '.join(stage.deps) or '-'}")
+            print(f"  params: {', '.join(stage.params) or '-'}")
+            for out_name, out in stage.outs.items():
+                print(f"  out {out_name}: {out.path}")
+        return 0
+    from flows.bookkeeping import dvc_text
+
+    path = root / dag.dvc_file()
+    text = dvc_text(dag)
+    if args.check:
+        if not path.exists() or path.read_text() != text:
+            return _fail(f"{dag.dvc_file()} is out of sync with {args.dag}; run `qoeflow dag export-dvc --dag {args.dag}`", 1)
+        print(f"{dag.dvc_file()}: in sync with {args.dag}")
+        return 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(f"wrote {dag.dvc_file()} ({len(dag.stages)} stages)")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from qoeflow.dag.spec import DagError
+    from qoeflow.params import ParamsError
+    from tasks.runner import load_project
+
+    root = Path.cwd()
+    try:
+        dag, _, _ = load_project(root, args.dag, args.params)
+    except (DagError, ParamsError) as exc:
+        return _fail(str(exc))
+    from flows.runtime import ServiceError, check_ray_address, prefect_api
+
+    try:
+        if os.environ.get("RAY_ADDRESS"):
+            check_ray_address(os.environ["RAY_ADDRESS"])
+        with prefect_api(root) as url:
+            from flows.serving import serve
+
+            _console().print(f"serving {args.dag} on Prefect API {url}; Ctrl-C to stop", highlight=False)
+            serve(root, args.dag, args.params, cron=args.cron, interval=args.interval, name=args.name or dag.name)
+    except ServiceError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qoeflow", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the DAG as a Prefect flow with its stages on Ray")
+    run.add_argument("--dag", default=DEFAULT_DAG)
+    run.add_argument("--params", default="params.yaml")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param (repeatable)")
+    run.add_argument("--ray-address", default=None, help="join this Ray cluster (default: RAY_ADDRESS or a local Ray)")
+    run.add_argument("--force", action="append", default=[], metavar="STAGE", help="rerun this stage even if up to date")
+    run.set_defaults(func=cmd_run)
+
+    stage = sub.add_parser("stage", help="run one stage in this process (what dvc.yaml calls)")
+    stage.add_argument("name")
+    stage.add_argument("--dag", default=DEFAULT_DAG)
+    stage.add_argument("--params", default="params.yaml")
+    stage.set_defaults(func=cmd_stage)
+
+    dag = sub.add_parser("dag", help="check, show or export a DAG")
+    dag.add_argument("action", choices=["check", "show", "export-dvc"])
+    dag.add_argument("--dag", default=DEFAULT_DAG)
+    dag.add_argument("--params", default="params.yaml")
+    dag.add_argument("--check", action="store_true", help="with export-dvc: exit 1 when the committed dvc.yaml differs")
+    dag.set_defaults(func=cmd_dag)
+
+    serve = sub.add_parser("serve", help="serve the DAG's flow as a Prefect deployment on a schedule")
+    serve.add_argument("--dag", default=DEFAULT_DAG)
+    serve.add_argument("--params", default="params.yaml")
+    serve.add_argument("--name", default=None, help="deployment name (default: the DAG's name)")
+    when = serve.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", default=None, help="cron expression, e.g. '0 3 * * *'")
+    when.add_argument("--interval", type=float, default=None, help="seconds between runs")
+    serve.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""`params.yaml`: every tunable number, one section per stage, validated by pydantic.
+
+Effective params = the file, deep-merged with the DAG's `overrides`, then with `--set KEY=VALUE`
+assignments. Errors name the file, the dotted key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ParamsError(ValueError):
+    """Params that cannot run; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DigitsData(_Strict):
+    size: int = Field(32, ge=8, le=128)
+    val_fraction: float = Field(0.2, gt=0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0, lt=0.5)
+    seed: int = 0
+    limit: int | None = Field(None, ge=50)
+
+
+class CrowdData(_Strict):
+    n_train: int = Field(256, ge=4)
+    n_val: int = Field(64, ge=2)
+    n_test: int = Field(64, ge=2)
+    size: int = Field(64, ge=16, le=256)
+    min_count: int = Field(5, ge=0)
+    max_count: int = Field(60, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _counts(self) -> "CrowdData":
+        if self.min_count > self.max_count:
+            raise ValueError(f"min_count ({self.min_count}) must not exceed max_count ({self.max_count})")
+        if self.size % 4:
+            raise ValueError(f"size ({self.size}) must be a multiple of 4")
+        return self
+
+
+class TrainData(_Strict):
+    digits: DigitsData = DigitsData()
+    crowd: CrowdData = CrowdData()
+
+
+class Job(_Strict):
+    """One training job: a model of a task family with its optimiser settings."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    task: Literal["digits", "crowd"]
+    model: str
+    epochs: int = Field(gt=0, le=10_000)
+    batch_size: int = Field(64, gt=0, le=4096)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = 0
+
+
+class TrainParams(_Strict):
+    threads_per_job: int = Field(1, ge=1, le=64)
+    t_test_repeats: int = Field(5, ge=1, le=100)
+    data: TrainData = TrainData()
+    jobs: list[Job] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_and_known(self) -> "TrainParams":
+        from qoeflow.models import MODELS
+
+        names = [j.name for j in self.jobs]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"job names must be unique; repeated: {dupes}")
+        for i, job in enumerate(self.jobs):
+            if job.model not in MODELS[job.task]:
+                raise ValueError(
+                    f"jobs.{i}.model: unknown model '{job.model}' for task '{job.task}' "
+                    f"(allowed: {', '.join(MODELS[job.task])})"
+                )
+        return self
+
+
+class ReportParams(_Strict):
+    title: str = "qoeflow lifecycle run"
+
+
+class Params(_Strict):
+    train: TrainParams
+    report: ReportParams = ReportParams()
+
+
+def deep_merge(base: Any, override: Any) -> Any:
+    """Dicts merge key by key; anything else (lists included) is replaced."""
+    if isinstance(base, Mapping) and isinstance(override, Mapping):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = deep_merge(base[key], value) if key in base else copy.deepcopy(value)
+        return merged
+    return copy.deepcopy(override)
+
+
+def apply_set(tree: dict, assignment: str, source: str = "--set") -> dict:
+    """Apply one `a.b.0.c=VALUE` (VALUE parsed as YAML) to a copy of the tree."""
+    if "=" not in assignment:
+        raise ParamsError(f"{source}: expected KEY=VALUE, got {assignment!r}")
+    key, raw = assignment.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    tree = copy.deepcopy(tree)
+    node: Any = tree
+    parts = key.strip().split(".")
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ParamsError(f"{source}: {key}: index '{part}' out of range (list of {len(node)})")
+            if last:
+                node[int(part)] = value
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            elif part not in node:
+                raise ParamsError(f"{source}: {key}: no key '{'.'.join(parts[:i + 1])}'")
+            node = node[part]
+        else:
+            raise ParamsError(f"{source}: {key}: '{'.'.join(parts[:i])}' is not a mapping or list")
+    return tree
+
+
+def read_params_file(path: str | Path) -> dict:
+    """The raw params tree of a YAML file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ParamsError(f"{p}: no such params file")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{p}: malformed YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{p}: expected a mapping of sections")
+    return raw
+
+
+def validate_params(tree: Mapping[str, Any], source: str = "params.yaml") -> Params:
+    """Validate a raw tree; errors name the dotted key, the bad value and the rule."""
+    try:
+        return Params.model_validate(tree)
+    except ValidationError as exc:
+        lines = []
+        for e in exc.errors():
+            key = ".".join(str(p) for p in e["loc"])
+            if e["type"] == "extra_forbidden":
+                lines.append(f"{key}: unknown key")
+            elif e["type"] == "missing":
+                lines.append(f"{key}: required key is missing")
+            else:
+                lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+        raise ParamsError(f"{source}: " + "; ".join(lines)) from None
+
+
+def effective_tree(path: str | Path, overrides: Mapping[str, Any] | None = None, sets: list[str] | None = None) -> dict:
+    """The params file merged with DAG overrides and `--set` assignments (not yet validated)."""
+    tree = deep_merge(read_params_file(path), overrides or {})
+    for assignment in sets or []:
+        tree = apply_set(tree, assignment)
+    return tree

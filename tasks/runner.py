@@ -1,0 +1,82 @@
+"""Run a stage, or one piece of it, in this process. `qoeflow stage` (hence `dvc repro`) runs the whole
+stage here; `qoeflow run` calls the pieces from Prefect tasks on Ray workers."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from qoeflow.dag.spec import Dag, check_dag, load_dag
+from qoeflow.params import Params, effective_tree, validate_params
+from tasks import REGISTRY, task_io
+from tasks.context import StageContext, StageError
+
+
+def load_project(root: Path, dag_path: str, params_path: str = "params.yaml", sets: list[str] | None = None):
+    """The checked DAG, the effective params tree and its validated model."""
+    dag = load_dag(root / dag_path)
+    dag.path = dag_path
+    params_file = root / params_path
+    tree = effective_tree(params_file, dag.overrides, sets)
+    params = validate_params(tree, f"{params_path} (with {dag_path} overrides and --set)" if sets or dag.overrides else params_path)
+    check_dag(dag, task_io(), tree)
+    return dag, tree, params
+
+
+def make_context(
+    root: Path,
+    dag: Dag,
+    stage: str,
+    tree: dict[str, Any],
+    params: Params | None = None,
+    log: Callable[[str], None] | None = None,
+    progress: Callable[[str, int, int, str], None] | None = None,
+) -> StageContext:
+    """A context for one stage of a loaded project."""
+    if stage not in dag.stages:
+        raise StageError(f"{dag.path}: no stage '{stage}' (stages: {', '.join(dag.stages)})")
+    ctx = StageContext(root=root, dag=dag, stage=stage, params=params or validate_params(tree), tree=tree, progress=progress)
+    if log is not None:
+        ctx.log = log
+    return ctx
+
+
+def _guarded(ctx: StageContext, fn: Callable[..., dict], *args: Any) -> dict:
+    start = time.perf_counter()
+    try:
+        summary = dict(fn(ctx, *args) or {})
+    except BaseException:
+        ctx.discard()
+        raise
+    summary.setdefault("compute_seconds", time.perf_counter() - start)
+    return summary
+
+
+def run_item(ctx: StageContext, index: int) -> dict:
+    """One `foreach` item of a stage."""
+    task = REGISTRY[ctx.spec.task]
+    return _guarded(ctx, task.function("run_item"), ctx.items()[index])
+
+
+def run_gather(ctx: StageContext, item_summaries: list[dict]) -> dict:
+    """The gather step of a `foreach` stage: combines the items and publishes the outputs."""
+    task = REGISTRY[ctx.spec.task]
+    summary = _guarded(ctx, task.function("gather"), item_summaries)
+    summary["compute_seconds"] = summary["compute_seconds"] + sum(s.get("compute_seconds", 0.0) for s in item_summaries)
+    return summary
+
+
+def run_single(ctx: StageContext) -> dict:
+    """A stage without fan-out."""
+    return _guarded(ctx, REGISTRY[ctx.spec.task].function("run"))
+
+
+def run_stage(ctx: StageContext) -> dict:
+    """A whole stage in this process: its items one after another, then gather; or its single run."""
+    if REGISTRY[ctx.spec.task].fans_out:
+        if not ctx.spec.foreach:
+            raise StageError(f"{ctx.dag.path}: stage '{ctx.stage}': task '{ctx.spec.task}' needs a `foreach` list")
+        items = [run_item(ctx, i) for i in range(len(ctx.items()))]
+        return run_gather(ctx, items)
+    return run_single(ctx)

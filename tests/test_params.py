@@ -1,0 +1,70 @@
+"""params.yaml is validated with messages that name the key; overrides merge as documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qoeflow.params import ParamsError, apply_set, deep_merge, effective_tree, read_params_file, validate_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tree() -> dict:
+    return read_params_file(REPO / "params.yaml")
+
+
+def test_shipped_params_are_valid():
+    params = validate_params(_tree())
+    assert len(params.train.jobs) >= 8
+    assert {j.task for j in params.train.jobs} == {"digits", "crowd"}
+
+
+def test_negative_epochs_names_the_key_and_the_rule():
+    tree = apply_set(_tree(), "train.jobs.0.epochs=-3")
+    with pytest.raises(ParamsError, match=r"params.yaml: train.jobs.0.epochs: Input should be greater than 0 \(got -3\)"):
+        validate_params(tree)
+
+
+def test_wrong_type_is_refused():
+    tree = apply_set(_tree(), "train.jobs.1.lr=fast")
+    with pytest.raises(ParamsError, match=r"train.jobs.1.lr: Input should be a valid number"):
+        validate_params(tree)
+
+
+def test_unknown_model_lists_the_allowed_ones():
+    tree = apply_set(_tree(), "train.jobs.0.model=transformer")
+    with pytest.raises(ParamsError, match=r"unknown model 'transformer' for task 'digits' \(allowed: .*mlp"):
+        validate_params(tree)
+
+
+def test_unknown_key_is_refused():
+    tree = apply_set(_tree(), "train.warmup=3")
+    with pytest.raises(ParamsError, match=r"train.warmup: unknown key"):
+        validate_params(tree)
+
+
+def test_set_refuses_paths_that_do_not_exist():
+    with pytest.raises(ParamsError, match=r"index '99' out of range"):
+        apply_set(_tree(), "train.jobs.99.epochs=3")
+    with pytest.raises(ParamsError, match=r"expected KEY=VALUE"):
+        apply_set(_tree(), "train.jobs.0.epochs")
+
+
+def test_deep_merge_merges_mappings_and_replaces_lists():
+    merged = deep_merge({"a": {"x": 1, "y": 2}, "l": [1, 2]}, {"a": {"y": 3}, "l": [9]})
+    assert merged == {"a": {"x": 1, "y": 3}, "l": [9]}
+
+
+def test_effective_tree_applies_overrides_then_sets(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  t_test_repeats: 5\n  threads_per_job: 1\n")
+    tree = effective_tree(path, {"train": {"t_test_repeats": 2}}, ["train.threads_per_job=4"])
+    assert tree["train"] == {"t_test_repeats": 2, "threads_per_job": 4}
+
+
+def test_duplicate_job_names_are_refused():
+    tree = apply_set(_tree(), "train.jobs.1.name=digits-mlp")
+    with pytest.raises(ParamsError, match=r"job names must be unique; repeated: \['digits-mlp'\]"):
+        validate_params(tree)
