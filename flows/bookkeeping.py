@@ -3,13 +3,53 @@ so that `qoeflow run` and `dvc repro` agree on what is stale."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 import threading
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from qoeflow.dag.dvc_export import render, to_dvc
-from qoeflow.dag.spec import Dag
+from qoeflow.dag.spec import Dag, lookup
+from qoeflow.params import effective_tree
 from tasks import REGISTRY
+
+
+@dataclass
+class Outcome:
+    """How one stage of a run ended."""
+
+    stage: str
+    status: str  # ran | cached | failed | blocked | pending
+    seconds: float = 0.0
+    compute_seconds: float = 0.0
+    outputs: list[str] = field(default_factory=list)
+    message: str = ""
+
+
+def write_summary(root: Path, dag_path: str, wall_seconds: float, outcomes: list[Outcome]) -> dict[str, Any]:
+    """Record the run's outcome in `.qoeflow/runs/last.json` (the summary table and benchmarks read it)."""
+    summary = {"dag": dag_path, "wall_seconds": wall_seconds, "stages": [asdict(o) for o in outcomes]}
+    record = root / ".qoeflow" / "runs" / "last.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def off_the_books(root: Path, dag: Dag, run_tree: dict) -> set[str]:
+    """Stages whose declared params differ from what DVC sees in params.yaml (and their dependents).
+
+    They always run and are never committed, so dvc.lock never records outputs under the wrong params."""
+    file_tree = effective_tree(root / "params.yaml", dag.overrides)
+    off: set[str] = set()
+    for name in dag.order():
+        stage = dag.stages[name]
+        keys = stage.params + ([stage.foreach] if stage.foreach else [])
+        if any(lookup(file_tree, k) != lookup(run_tree, k) for k in keys) or any(d in off for d in stage.deps):
+            off.add(name)
+    return off
 
 
 def dvc_text(dag: Dag) -> str:
@@ -34,7 +74,7 @@ def ensure_dvc_repo(root: Path) -> bool:
     """`dvc init` the project if it is not a DVC repository yet; True when it did."""
     if (root / ".dvc").is_dir():
         return False
-    args = ["dvc", "init", "-q"] + ([] if (root / ".git").exists() else ["--no-scm"])
+    args = [sys.executable, "-m", "dvc", "init", "-q"] + ([] if (root / ".git").exists() else ["--no-scm"])
     subprocess.run(args, cwd=root, check=True)
     ignore = root / ".dvcignore"
     with ignore.open("a") as f:

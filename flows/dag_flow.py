@@ -8,10 +8,8 @@ sees them as up to date too. A failed stage stops its dependents only.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +19,15 @@ from prefect.states import State
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
-from flows.bookkeeping import DvcBook, ensure_dvc_repo, sync_dvc_file
+from flows.bookkeeping import DvcBook, Outcome, ensure_dvc_repo, off_the_books, sync_dvc_file, write_summary
 from flows.runtime import ray_init_kwargs
-from qoeflow.dag.spec import load_dag, lookup
-from qoeflow.params import effective_tree
+from qoeflow.dag.spec import load_dag
 from tasks import REGISTRY
 from tasks.runner import load_project, make_context, run_gather, run_item, run_single
 
 
 class DagRunFailed(RuntimeError):
     """At least one stage failed; the message names them."""
-
-
-@dataclass
-class Outcome:
-    """How one stage ended."""
-
-    stage: str
-    status: str  # ran | cached | failed | blocked | pending
-    seconds: float = 0.0
-    compute_seconds: float = 0.0
-    outputs: list[str] = field(default_factory=list)
-    message: str = ""
 
 
 def _context(root: str, dag_path: str, stage: str, tree: dict):
@@ -70,18 +55,6 @@ def single_task(root: str, dag_path: str, stage: str, tree: dict) -> dict:
     """A stage without fan-out, on a Ray worker."""
     os.chdir(root)
     return run_single(_context(root, dag_path, stage, tree))
-
-
-def _off_the_books(dag, file_tree: dict, run_tree: dict) -> set[str]:
-    """Stages whose declared params differ from what DVC sees in the params file (and their dependents):
-    they always run and are not committed, so DVC never records outputs under the wrong params."""
-    off: set[str] = set()
-    for name in dag.order():
-        stage = dag.stages[name]
-        keys = stage.params + ([stage.foreach] if stage.foreach else [])
-        if any(lookup(file_tree, k) != lookup(run_tree, k) for k in keys) or any(d in off for d in stage.deps):
-            off.add(name)
-    return off
 
 
 class _StageRun:
@@ -127,8 +100,7 @@ def dag_flow(
     if sync_dvc_file(root_path, dag):
         logger.info("wrote %s from %s", dag.dvc_file(), dag_path)
     book = DvcBook(root_path, dag)
-    file_tree = effective_tree(root_path / "params.yaml", dag.overrides)
-    off_books = _off_the_books(dag, file_tree, tree)
+    off_books = off_the_books(root_path, dag, tree)
     if off_books:
         logger.warning("params differ from params.yaml for %s: these run and are not recorded in dvc.lock", sorted(off_books))
 
@@ -215,14 +187,7 @@ def dag_flow(
                 advance(run)
         schedule()
 
-    summary = {
-        "dag": dag_path,
-        "wall_seconds": time.perf_counter() - started,
-        "stages": [asdict(o) for o in outcomes.values()],
-    }
-    record = root_path / ".qoeflow" / "runs" / "last.json"
-    record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(summary, indent=2))
+    summary = write_summary(root_path, dag_path, time.perf_counter() - started, list(outcomes.values()))
     bad = [o for o in outcomes.values() if o.status == "failed"]
     if bad:
         raise DagRunFailed("; ".join(f"stage '{o.stage}' failed: {o.message}" for o in bad))

@@ -138,5 +138,6 @@ def ray_init_kwargs(address: str | None) -> dict:
     """`ray.init` options: a local instance sized to this machine, or a connection to `address`."""
     kwargs: dict = {"runtime_env": {"env_vars": worker_env()}, "log_to_driver": True}
     if not address:
-        kwargs.update(num_cpus=os.cpu_count() or 1, include_dashboard=False)
+        # Loopback only: a local run opens no port on the machine's network address.
+        kwargs.update(num_cpus=os.cpu_count() or 1, include_dashboard=False, _node_ip_address="127.0.0.1")
     return kwargs

@@ -19,4 +19,5 @@ def serve(root: Path, dag_path: str, params_path: str, *, cron: str | None, inte
         parameters=parameters,
         description=f"qoeflow DAG {dag_path} in {root}",
         print_starting_message=True,
+        limit=1,  # runs of one project never overlap
     )

@@ -50,14 +50,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     root = Path.cwd()
     try:
-        load_project(root, args.dag, args.params, args.set)
+        dag, tree, _ = load_project(root, args.dag, args.params, args.set)
+        unknown = sorted(set(args.force) - set(dag.stages))
+        if unknown:
+            raise DagError(f"--force: no stage(s) {unknown} in {args.dag} (stages: {', '.join(dag.stages)})")
     except (DagError, ParamsError) as exc:
         return _fail(str(exc))
     from flows.runtime import ServiceError, check_ray_address, prefect_api
 
-    address = args.ray_address or os.environ.get("RAY_ADDRESS") or None
     record = root / ".qoeflow" / "runs" / "last.json"
     record.unlink(missing_ok=True)
+    if not args.force and _nothing_to_do(root, dag, tree, args.dag):
+        _console().print(summary_table(json.loads(record.read_text())))
+        return 0
+    address = args.ray_address or os.environ.get("RAY_ADDRESS") or None
     try:
         if address:
             check_ray_address(address)
@@ -75,6 +81,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     if record.exists():
         _console().print(summary_table(json.loads(record.read_text())))
     return code
+
+
+def _nothing_to_do(root: Path, dag, tree: dict, dag_path: str) -> bool:
+    """True (and a run record written) when DVC says every stage is up to date: then no Prefect server
+    or Ray is started at all, as `dvc repro` would do nothing."""
+    import time
+
+    from flows.bookkeeping import DvcBook, Outcome, dvc_text, off_the_books, write_summary
+
+    start = time.perf_counter()
+    dvc_file = root / dag.dvc_file()
+    if not (root / ".dvc").is_dir() or not dvc_file.exists() or dvc_file.read_text() != dvc_text(dag):
+        return False
+    if off_the_books(root, dag, tree):
+        return False
+    book = DvcBook(root, dag)
+    outcomes = []
+    for name in dag.order():
+        if book.stale_reasons(name):
+            return False
+        outs = [o.path for o in dag.stages[name].outs.values()]
+        outcomes.append(Outcome(name, "cached", outputs=outs, message="up to date"))
+    write_summary(root, dag_path, time.perf_counter() - start, outcomes)
+    _console().print(f"{dag_path}: every stage is up to date; nothing to run", highlight=False)
+    return True
 
 
 def cmd_stage(args: argparse.Namespace) -> int:

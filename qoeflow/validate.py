@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from functools import lru_cache
 from typing import Any, Iterable
 
-import numpy as np
 import pandas as pd
 
 CURVE_COLUMNS = ["job", "task", "model", "epoch", "train_loss", "val_loss", "epoch_seconds", "cumulative_seconds"]
@@ -40,35 +40,33 @@ def _context():
     return context
 
 
-def _batch(name: str, df: pd.DataFrame):
+def _validate(name: str, df: pd.DataFrame, suite, result_format: dict):
+    """Validate a DataFrame against a suite. Each call uses a fresh asset: GE caches metrics per batch
+    id, and a reused asset would answer for a previous DataFrame."""
     context = _context()
     try:
         source = context.data_sources.get("qoeflow")
     except Exception:
         source = context.data_sources.add_pandas("qoeflow")
+    asset_name = f"{name}-{uuid.uuid4().hex}"
+    asset = source.add_dataframe_asset(asset_name)
     try:
-        asset = source.get_asset(name)
-    except Exception:
-        asset = source.add_dataframe_asset(name)
-    try:
-        definition = asset.get_batch_definition("whole")
-    except Exception:
-        definition = asset.add_batch_definition_whole_dataframe("whole")
-    return definition.get_batch(batch_parameters={"dataframe": df})
+        batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(batch_parameters={"dataframe": df})
+        return batch.validate(suite, result_format=result_format)
+    finally:
+        source.delete_asset(asset_name)
 
 
-def _run(name: str, df: pd.DataFrame, expectations: Iterable[Any], label: str, index_cols: list[str]) -> None:
+def _problems(name: str, df: pd.DataFrame, expectations: Iterable[Any], index_cols: list[str]) -> list[str]:
     import great_expectations as gx
 
+    _context()  # suites need an active context
     suite = gx.ExpectationSuite(name=f"{name}-suite")
     for exp in expectations:
         suite.add_expectation(exp)
-    result = _batch(name, df.reset_index(drop=True)).validate(
-        suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": index_cols}
-    )
-    if result.success:
-        return
-    problems = []
+    result = _validate(name, df.reset_index(drop=True), suite,
+                       {"result_format": "COMPLETE", "unexpected_index_column_names": index_cols})
+    problems: list[str] = []
     for r in result.results:
         if r.success:
             continue
@@ -81,7 +79,7 @@ def _run(name: str, df: pd.DataFrame, expectations: Iterable[Any], label: str, i
             "{" + ", ".join(f"{k}={v}" for k, v in row.items()) + "}" for row in rows[:10]
         ) + (f" … (+{len(rows) - 10} more)" if len(rows) > 10 else "")
         problems.append(f"column '{shown}': {cfg.type} {rule or ''} failed on {len(rows)} row(s): {rendered or 'column missing'}")
-    raise ArtifactError(f"{label}: " + "; ".join(problems))
+    return problems
 
 
 def _require_columns(df: pd.DataFrame, columns: list[str], label: str) -> None:
@@ -101,6 +99,7 @@ def check_curves(df: pd.DataFrame, label: str = "curves.csv") -> None:
     bad_tasks = sorted(set(df["task"].astype(str)) - set(TASK_METRICS))
     if bad_tasks:
         raise ArtifactError(f"{label}: column 'task': unknown task(s) {bad_tasks} (allowed: {sorted(TASK_METRICS)})")
+    problems: list[str] = []
     for task, rows in df.groupby("task", sort=True):
         metrics = TASK_METRICS[str(task)]
         _require_columns(rows, metrics, label)
@@ -117,7 +116,9 @@ def check_curves(df: pd.DataFrame, label: str = "curves.csv") -> None:
             exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=1) for c in metrics]
         else:
             exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=_HUGE) for c in metrics]
-        _run(f"curves-{task}", frame, exps, label, ["job", "epoch"])
+        problems += _problems(f"curves-{task}", frame, exps, ["job", "epoch"])
+    if problems:
+        raise ArtifactError(f"{label}: " + "; ".join(problems))
 
 
 def jobs_frame(jobs: dict[str, dict]) -> pd.DataFrame:
@@ -145,13 +146,10 @@ def check_jobs(jobs: dict[str, dict], label: str = "jobs.json") -> None:
     ]
     exps.append(gxe.ExpectColumnValuesToBeBetween(column="epochs_done", min_value=0, max_value=_HUGE))
     exps.append(gxe.ExpectColumnValuesToBeBetween(column="_epochs_left", min_value=0, max_value=_HUGE))
-    _run("jobs", df, exps, label, ["job"])
+    problems = _problems("jobs", df, exps, ["job"])
+    if problems:
+        raise ArtifactError(f"{label}: " + "; ".join(problems))
     finished = df[df["status"] == "completed"]
     short = finished[finished["epochs_done"] != finished["epochs"]]
     if len(short):
         raise ArtifactError(f"{label}: column 'epochs_done': completed jobs short of their epochs: {short['job'].tolist()}")
-
-
-def finite(values: Iterable[float]) -> bool:
-    """True when every value is a finite number."""
-    return bool(np.all(np.isfinite(np.asarray(list(values), dtype=float))))

@@ -1,0 +1,345 @@
+"""Learning-curve forecasting: extrapolate a metric observed for the first epochs to later epochs.
+
+Every method works in a normalised frame: the curve is flipped so that it falls (``direction``
+"up" metrics such as accuracy are negated), scaled to [0, 1] over the observed prefix, and epochs
+are divided by the last observed epoch. Methods:
+
+- ``last``: the mean of the last few observed values; band from the point-to-point noise.
+- ``parametric``: an ensemble of saturating learning-curve families (pow3, pow4, exp3, Weibull/
+  Janoschek, MMF, ilog2) fitted by robust least squares; members are weighted by how well they
+  predict the held-back trailing quarter of the prefix, then refitted on the whole prefix. Band:
+  member spread plus residual noise, widening with the extrapolation distance.
+- ``lstm``: DeepNetQoE §III-B, a two-layer LSTM with ReLU and dropout trained on sliding windows
+  of the prefix (predicting the next value as a residual over the last one), rolled out step by
+  step to the horizon. Band: Monte-Carlo dropout quantiles plus training residual noise.
+- ``combo``: the mean of ``parametric`` and ``last`` (a damped extrapolation that halves the
+  predicted further improvement); it hedges against over-confident fits of noisy prefixes.
+- ``auto``: backtests the candidates on the prefix itself (observe its first part, score the
+  mean absolute error on the rest, with the same horizon/observed ratio as the real request)
+  and uses the best one; ``Forecast.info["backtest_mae"]`` holds the scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from scipy.optimize import least_squares
+
+METHODS = ("last", "parametric", "lstm", "combo", "auto")
+AUTO_CANDIDATES = ("last", "parametric", "combo", "lstm")
+MIN_POINTS = 3
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """A predicted curve at `epochs` with a band `lower <= predicted <= upper`."""
+
+    epochs: np.ndarray
+    predicted: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    method: str
+    info: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """Maps epochs to t = (epoch + off) / scale and values to a falling z in [0, 1]."""
+
+    sign: float
+    lo: float
+    rng: float
+    off: float
+    scale: float
+
+    def t(self, epochs: np.ndarray) -> np.ndarray:
+        return (np.asarray(epochs, float) + self.off) / self.scale
+
+    def z(self, y: np.ndarray) -> np.ndarray:
+        return (self.sign * np.asarray(y, float) - self.lo) / self.rng
+
+    def y(self, z: np.ndarray) -> np.ndarray:
+        return self.sign * (np.asarray(z, float) * self.rng + self.lo)
+
+
+def infer_direction(values: np.ndarray) -> str:
+    """'down' if the last quarter of the curve is below its first quarter (on average), else 'up'."""
+    k = max(1, len(values) // 4)
+    return "down" if np.mean(values[-k:]) <= np.mean(values[:k]) else "up"
+
+
+def _frame(epochs: np.ndarray, values: np.ndarray, direction: str) -> _Frame:
+    sign = 1.0 if direction == "down" else -1.0
+    s = sign * values
+    rng = float(s.max() - s.min()) or max(1.0, float(abs(s).max()))
+    off = max(0.0, 1.0 - float(epochs[0]))
+    return _Frame(sign, float(s.min()), rng, off, float(epochs[-1]) + off)
+
+
+def _noise(z: np.ndarray) -> float:
+    """Robust point-noise estimate from first differences (insensitive to a smooth trend)."""
+    if len(z) < 3:
+        return 0.0
+    d = np.diff(z)
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
+
+
+# ----------------------------------------------------------------------------- parametric families
+# Each family falls from above towards its asymptote c as t grows; t is in units of the last epoch.
+_Family = tuple[Callable[..., np.ndarray], list[float], list[float], Callable[[float, float], list[list[float]]]]
+
+
+def _starts_pow(t0: float, z0: float, extra: list[float] = ()) -> list[list[float]]:
+    return [[c, (z0 - c) * t0**al, *extra, al] for c, al in ((0.0, 0.5), (-0.5, 0.2))]
+
+
+FAMILIES: dict[str, _Family] = {
+    "pow3": (lambda t, c, a, al: c + a * t**-al, [-1, 0, 1e-3], [1.5, 1e4, 4],
+             lambda t0, z0: _starts_pow(t0, z0)),
+    "pow4": (lambda t, c, a, b, al: c + a * (t + b) ** -al, [-1, 0, 0, 1e-3], [1.5, 1e4, 10, 4],
+             lambda t0, z0: _starts_pow(t0, z0, [0.0])),
+    "exp3": (lambda t, c, a, b: c + a * np.exp(-b * t), [-1, 0, 1e-3], [1.5, 1e4, 1e3],
+             lambda t0, z0: [[0.0, 2.0, 3.0], [-0.3, 1.5, 1.0]]),
+    "weibull": (lambda t, c, a, b, d: c + a * np.exp(-((b * t) ** d)), [-1, 0, 1e-3, 0.05], [1.5, 1e4, 1e3, 5],
+                lambda t0, z0: [[0.0, 1.5, 3.0, 0.7], [-0.3, 2.0, 1.0, 0.5]]),
+    "mmf": (lambda t, c, a, b, d: c + a / (1 + (b * t) ** d), [-1, 0, 1e-3, 0.05], [1.5, 1e4, 1e4, 5],
+            lambda t0, z0: [[0.0, 1.5, 5.0, 1.0], [-0.3, 2.0, 1.0, 0.5]]),
+    "ilog2": (lambda t, c, a, b: c + a / np.log(b * t + np.e), [-1, 0, 1e-3], [1.5, 1e4, 1e4],
+              lambda t0, z0: [[-0.5, 2.0, 10.0 / t0], [-1.0, 3.0, 1.0 / t0]]),
+}
+
+
+def _eval(name: str, p: np.ndarray, t: np.ndarray) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        return np.asarray(FAMILIES[name][0](t, *p), float)
+
+
+def _fit(name: str, t: np.ndarray, z: np.ndarray, fscale: float) -> np.ndarray | None:
+    """Best robust least-squares fit of one family over its starting points, or None."""
+    _, lb, ub, starts = FAMILIES[name]
+    lb, ub = np.asarray(lb, float), np.asarray(ub, float)
+
+    def resid(p: np.ndarray) -> np.ndarray:
+        return np.nan_to_num(_eval(name, p, t) - z, nan=1e6, posinf=1e6, neginf=-1e6)
+
+    best = None
+    for x0 in starts(float(t[0]), float(z[0])):
+        x0 = np.clip(np.asarray(x0, float), lb + 1e-9 * (ub - lb), ub - 1e-9 * (ub - lb))
+        try:
+            r = least_squares(resid, x0, bounds=(lb, ub), loss="soft_l1", f_scale=fscale, max_nfev=300)
+        except (ValueError, FloatingPointError, np.linalg.LinAlgError):
+            continue
+        if np.isfinite(r.cost) and (best is None or r.cost < best.cost):
+            best = r
+    return None if best is None else best.x
+
+
+def _fit_all(t: np.ndarray, z: np.ndarray, fscale: float) -> dict[str, np.ndarray]:
+    """Fits of every family that can be fitted to the points (at most one parameter per point)."""
+    out = {}
+    for name, fam in FAMILIES.items():
+        if len(fam[1]) <= len(t) and (p := _fit(name, t, z, fscale)) is not None:
+            out[name] = p
+    return out
+
+
+def _sane(pred: np.ndarray) -> bool:
+    return bool(np.all(np.isfinite(pred)) and np.all(np.abs(pred) < 1e3))
+
+
+def _parametric(t: np.ndarray, z: np.ndarray, th: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict] | None:
+    """Weighted ensemble forecast in the normalised frame: (prediction, half-width, weights).
+
+    The held-back tail is as long, relative to the prefix, as the requested extrapolation
+    (between a fifth and a half of the points); weights are 1 / (excess tail MSE + its noise).
+    """
+    n, sigma = len(t), _noise(z)
+    fscale = max(sigma, 1e-3)
+    full = {k: p for k, p in _fit_all(t, z, fscale).items() if _sane(_eval(k, p, np.concatenate([t, th])))}
+    if not full:
+        return None
+    ratio = max(float(th.max()) - 1.0, 0.0) if len(th) else 0.25
+    h = max(1, int(round(n * float(np.clip(ratio / (1.0 + ratio), 0.2, 0.5)))))
+    score = {k: 1.0 for k in full}
+    if n - h >= 4:
+        for k, p in _fit_all(t[:-h], z[:-h], fscale).items():
+            if k in full:
+                err = _eval(k, p, t[-h:]) - z[-h:]
+                score[k] = float(np.mean(err**2)) if _sane(err) else np.inf
+        floor = sigma**2 / h + 1e-8
+        score = {k: 1.0 / (max(s - sigma**2, 0.0) + floor) for k, s in score.items() if np.isfinite(s)}
+        score = score or {k: 1.0 for k in full}
+    total = sum(score.values())
+    w = {k: s / total for k, s in score.items()}
+    preds = np.array([_eval(k, full[k], th) for k in w])
+    fit = np.sum([wk * _eval(k, full[k], t) for k, wk in w.items()], axis=0)
+    ww = np.array(list(w.values()))[:, None]
+    pred = np.sum(ww * preds, axis=0)
+    spread = np.sqrt(np.sum(ww * (preds - pred) ** 2, axis=0))
+    res = _robust_std(z - fit)
+    half = 2.0 * np.sqrt(spread**2 + res**2 * (1.0 + np.maximum(th - 1.0, 0.0)))
+    return pred, half, {"weights": w}
+
+
+def _robust_std(r: np.ndarray) -> float:
+    return float(1.4826 * np.median(np.abs(r - np.median(r))))
+
+
+def _last(z: np.ndarray, th: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    k = max(1, min(5, len(z) // 5))
+    sigma = max(_noise(z[-20:]), float(np.std(z[-k:])))
+    return np.full(len(th), float(np.mean(z[-k:]))), np.full(len(th), 2.0 * sigma)
+
+
+# ----------------------------------------------------------------------------------------- LSTM
+def _lstm(t: np.ndarray, z: np.ndarray, th: np.ndarray, seed: int, hidden: int = 24, steps: int = 150,
+          dropout: float = 0.1, samples: int = 24, max_rollout: int = 5000) -> tuple[np.ndarray, np.ndarray]:
+    """Two-layer LSTM + ReLU + dropout on sliding windows of a regular grid; autoregressive rollout."""
+    import torch
+    from torch import nn
+
+    dt = float(np.median(np.diff(t)))
+    grid = np.arange(t[0], t[-1] + 0.5 * dt, dt)
+    zg = np.interp(grid, t, z)
+    w = int(min(16, max(2, len(zg) // 4)))
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(1, hidden, num_layers=2, batch_first=True, dropout=dropout)
+            self.head = nn.Sequential(nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+
+        def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+            out, _ = self.lstm(x)
+            return x[:, -1, :] + self.head(out[:, -1, :])  # next value as a residual over the last
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        series = torch.tensor(zg, dtype=torch.float32)
+        if len(zg) > w:
+            xs = series.unfold(0, w, 1)[:-1].unsqueeze(-1)
+            ys = series[w:].unsqueeze(-1)
+        else:  # too few points for one full window: left-pad with the first value
+            xs = torch.cat([series[:1].repeat(w - len(zg) + 1), series[:-1]]).view(1, w, 1)
+            ys = series[-1:].view(1, 1)
+        if len(xs) > 256:
+            idx = torch.linspace(0, len(xs) - 1, 256).round().long()
+            xs, ys = xs[idx], ys[idx]
+        net = Net()
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+        net.train()
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = torch.mean((net(xs) - ys) ** 2)
+            loss.backward()
+            opt.step()
+        n_roll = int(min(max_rollout, max(0, np.ceil((th.max() - grid[-1]) / dt)))) if len(th) else 0
+        with torch.no_grad():
+            net.eval()
+            resid = float(torch.sqrt(torch.mean((net(xs) - ys) ** 2)))
+            det = _rollout(net, series[-w:], n_roll, 1)
+            net.train()  # Monte-Carlo dropout
+            mc = _rollout(net, series[-w:], n_roll, samples)
+    fut = grid[-1] + dt * np.arange(1, n_roll + 1)
+    xg, pred = np.concatenate([grid, fut]), np.concatenate([zg, det[0]])
+    lo = np.concatenate([zg, np.quantile(mc, 0.05, axis=0)])
+    hi = np.concatenate([zg, np.quantile(mc, 0.95, axis=0)])
+    p = np.interp(th, xg, pred)
+    half = np.maximum(np.abs(np.interp(th, xg, lo) - p), np.abs(np.interp(th, xg, hi) - p))
+    return p, half + 2.0 * resid * (th > t[-1])
+
+
+def _rollout(net, window, n: int, batch: int) -> np.ndarray:
+    """Feed the last window, append each prediction, slide; returns (batch, n) predictions."""
+    import torch
+
+    x = window.view(1, -1, 1).repeat(batch, 1, 1)
+    out = []
+    for _ in range(n):
+        nxt = net(x).clamp(-10.0, 10.0)
+        out.append(nxt[:, 0])
+        x = torch.cat([x[:, 1:], nxt.unsqueeze(1)], dim=1)
+    return torch.stack(out, 1).numpy().astype(float) if out else np.zeros((batch, 0))
+
+
+# ------------------------------------------------------------------------------------ public API
+def _check(epochs: np.ndarray, values: np.ndarray, horizon: np.ndarray) -> tuple[np.ndarray, ...]:
+    e, v, h = (np.asarray(a, float).ravel() for a in (epochs, values, horizon))
+    if len(e) != len(v):
+        raise ValueError(f"epochs ({len(e)}) and values ({len(v)}) differ in length")
+    if len(v) < MIN_POINTS:
+        raise ValueError(f"need at least {MIN_POINTS} observed points to forecast, got {len(v)}")
+    for name, a in (("epochs", e), ("values", v), ("horizon", h)):
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{name} contains NaN or infinite entries at positions {np.flatnonzero(~np.isfinite(a))[:10].tolist()}")
+    if np.any(np.diff(e) <= 0):
+        raise ValueError("epochs must be strictly increasing")
+    return e, v, h
+
+
+def forecast(epochs: np.ndarray, values: np.ndarray, horizon: np.ndarray, method: str = "auto",
+             direction: str | None = None, seed: int = 0, candidates: tuple[str, ...] = AUTO_CANDIDATES) -> Forecast:
+    """Predict `values` at the `horizon` epochs from the observed (`epochs`, `values`) prefix."""
+    e, v, h = _check(epochs, values, horizon)
+    if method not in METHODS:
+        raise ValueError(f"unknown forecasting method {method!r} (allowed: {', '.join(METHODS)})")
+    if direction not in (None, "up", "down"):
+        raise ValueError(f"direction must be 'up', 'down' or None, got {direction!r}")
+    direction = direction or infer_direction(v)
+    info: dict = {"direction": direction}
+    if method == "auto":
+        method, info["backtest_mae"] = _pick(e, v, h, direction, seed, candidates)
+    fr = _frame(e, v, direction)
+    t, z, th = fr.t(e), fr.z(v), fr.t(h)
+    used = method
+    if method == "lstm":
+        zp, half = _lstm(t, z, th, seed)
+    elif method in ("parametric", "combo"):
+        got = _parametric(t, z, th)
+        if got is None:
+            used, (zp, half) = "last", _last(z, th)
+        else:
+            zp, half, extra = got
+            info.update(extra)
+            if method == "combo":
+                zl, hl = _last(z, th)
+                zp, half = 0.5 * (zp + zl), np.maximum(half, np.abs(zp - zl) / 2 + hl)
+    else:
+        zp, half = _last(z, th)
+    zp = np.nan_to_num(zp, nan=float(z[-1]))
+    half = np.abs(np.nan_to_num(half, nan=0.0, posinf=1e3))
+    a, b = fr.y(zp - half), fr.y(zp + half)
+    pred = fr.y(zp)
+    return Forecast(h, pred, np.minimum(np.minimum(a, b), pred), np.maximum(np.maximum(a, b), pred), used, info)
+
+
+def _pick(e: np.ndarray, v: np.ndarray, h: np.ndarray, direction: str, seed: int,
+          candidates: tuple[str, ...]) -> tuple[str, dict[str, float]]:
+    """Backtest each candidate inside the prefix; the lowest mean absolute error wins."""
+    n = len(v)
+    span = e[-1] - e[0]
+    ratio = (h.max() - e[-1]) / span if len(h) and span > 0 else 0.5
+    frac = float(np.clip(1.0 / (1.0 + max(ratio, 0.0)), 0.4, 0.8))
+    k = int(round(frac * n))
+    if k < MIN_POINTS or n - k < 1:
+        return "last", {}
+    scores = {}
+    for c in candidates:
+        if c in ("auto",) or c not in METHODS:
+            raise ValueError(f"bad auto candidate {c!r} (allowed: {', '.join(METHODS[:-1])})")
+        f = forecast(e[:k], v[:k], e[k:], c, direction, seed)
+        scores[c] = float(np.mean(np.abs(f.predicted - v[k:])))
+    return min(scores, key=scores.get), scores
+
+
+def backtest(epochs: np.ndarray, values: np.ndarray, frac: float, method: str = "auto", **kwargs) -> Forecast:
+    """Observe the first `frac` of the points and forecast the rest."""
+    e, v, _ = _check(epochs, values, np.zeros(0))
+    if not 0.0 < frac < 1.0:
+        raise ValueError(f"frac must be in (0, 1), got {frac}")
+    k = int(round(frac * len(v)))
+    if k >= len(v):
+        raise ValueError(f"frac {frac} of {len(v)} points leaves nothing to predict")
+    return forecast(e[:k], v[:k], e[k:], method, **kwargs)

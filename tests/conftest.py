@@ -1,0 +1,115 @@
+"""Shared fixtures: throwaway copies of the project (git + DVC), the `qoeflow` command, and local services."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+COPIED = ["qoeflow", "tasks", "flows", "dags", "params.yaml", "dvc.yaml", ".dvcignore", "pyproject.toml"]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a child command: this venv first on PATH, no inherited Prefect/Ray targets."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RAY_"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+def make_project(dest: Path) -> Path:
+    """Copy the project's code, DAGs and params into `dest`, as a fresh git + DVC repository."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in COPIED:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "dvc.lock"))
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    run = lambda *a: subprocess.run(a, cwd=dest, check=True, capture_output=True, env=clean_env())  # noqa: E731
+    run("git", "init", "-q")
+    run("git", "config", "user.email", "test@qoeflow.local")
+    run("git", "config", "user.name", "qoeflow test")
+    run(str(BIN / "dvc"), "init", "-q")
+    run(str(BIN / "dvc"), "config", "core.analytics", "false")
+    run("git", "add", "-A")
+    run("git", "commit", "-qm", "project copy")
+    return dest
+
+
+def qoeflow(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the `qoeflow` command; output captured as text."""
+    return subprocess.run([str(BIN / "qoeflow"), *args], cwd=cwd, env=env or clean_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def last_run(project: Path) -> dict[str, dict]:
+    """The stages of the last `qoeflow run`, by name."""
+    summary = json.loads((project / ".qoeflow" / "runs" / "last.json").read_text())
+    return {s["stage"]: s for s in summary["stages"]}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def api_get(url: str) -> object:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def api_post(url: str, body: dict) -> object:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """A Prefect server started before the runs that use it, as a user would run one."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = clean_env(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false")
+    log = open(home / "server.log", "w")
+    proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            api_get(url + "/health")
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """A Ray head node started beforehand with `ray start --head`, stopped afterwards."""
+    port = free_port()
+    temp = tmp_path_factory.mktemp("ray")
+    env = clean_env()
+    subprocess.run([str(BIN / "ray"), "start", "--head", "--port", str(port), "--num-cpus", "2",
+                    "--include-dashboard", "false", "--disable-usage-stats", "--node-ip-address", "127.0.0.1", f"--temp-dir={temp}"],
+                   env=env, check=True, capture_output=True, timeout=120)
+    yield f"127.0.0.1:{port}"
+    subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)

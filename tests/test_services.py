@@ -1,0 +1,73 @@
+"""Runs that use services started beforehand: a Ray cluster (`ray start --head`), a Prefect server
+(`PREFECT_API_URL`), and `qoeflow serve` on a schedule. Also a diverging job that must not stop the others."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from conftest import BIN, api_post, clean_env, last_run, make_project
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def _flow_runs(url: str, **filters) -> list[dict]:
+    return api_post(f"{url}/flow_runs/filter", {"limit": 50, **filters})  # type: ignore[return-value]
+
+
+def test_run_joins_a_ray_cluster_and_an_existing_prefect_server_with_a_diverging_job(
+    tmp_path, prefect_server, ray_cluster
+):
+    project = make_project(tmp_path / "p")
+    env = clean_env(PREFECT_API_URL=prefect_server)
+    diverge = ["--set", "train.jobs.1.optimizer=sgd", "--set", "train.jobs.1.lr=1e9"]
+    result = subprocess.run([str(BIN / "qoeflow"), "run", "--dag", "dags/smoke.yaml", "--ray-address", ray_cluster,
+                             *diverge], cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-5000:]
+    output = result.stdout + result.stderr
+    assert f"Connecting to an existing Ray instance at {ray_cluster}" in output
+    assert not (project / ".qoeflow" / "prefect" / "prefect.db").exists(), "no embedded server when PREFECT_API_URL is set"
+
+    runs = _flow_runs(prefect_server)
+    assert any(r["state_type"] == "COMPLETED" and r["parameters"]["root"] == str(project) for r in runs)
+
+    jobs = json.loads((project / "data/smoke/train/jobs.json").read_text())
+    assert jobs["digits-allcnn"]["status"] == "diverged" and jobs["digits-allcnn"]["epochs_done"] < 3
+    assert jobs["digits-mlp"]["status"] == "completed" and jobs["crowd-mcnn"]["status"] == "completed"
+    stages = last_run(project)
+    assert stages["train"]["status"] == "ran" and "digits-allcnn" in stages["train"]["message"]
+    assert stages["report"]["status"] == "ran"
+    # --set runs are off the books: dvc.lock does not claim these outputs match params.yaml.
+    assert not (project / "dags/smoke/dvc.lock").exists()
+
+
+def test_serve_runs_the_dag_on_its_interval(tmp_path, prefect_server):
+    project = make_project(tmp_path / "p")
+    env = clean_env(PREFECT_API_URL=prefect_server)
+    log = open(tmp_path / "serve.log", "w")
+    serve = subprocess.Popen([str(BIN / "qoeflow"), "serve", "--dag", "dags/smoke.yaml", "--interval", "20",
+                              "--name", "smoke-test"], cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    try:
+        deadline = time.monotonic() + 420
+        done = None
+        while time.monotonic() < deadline and done is None:
+            time.sleep(3)
+            assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-4000:]
+            for run in _flow_runs(prefect_server):
+                if run["parameters"].get("root") == str(project) and run["state_type"] in ("COMPLETED", "FAILED", "CRASHED"):
+                    done = run
+        assert done is not None, (tmp_path / "serve.log").read_text()[-4000:]
+        assert done["state_type"] == "COMPLETED", (tmp_path / "serve.log").read_text()[-4000:]
+        assert done["deployment_id"] is not None
+        assert (project / "data/smoke/report/index.html").exists()
+    finally:
+        serve.terminate()
+        try:
+            serve.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+        log.close()
