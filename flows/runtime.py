@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import urlparse
 
 
@@ -71,8 +71,11 @@ def check_ray_address(address: str, timeout: float = 5.0) -> None:
 
 
 @contextlib.contextmanager
-def prefect_server(root: Path, startup_timeout: float = 90.0) -> Iterator[str]:
-    """Run one Prefect server on a free localhost port for the duration of the block; yield its API URL."""
+def prefect_server(root: Path, while_starting: Callable[[str], None] | None = None,
+                   startup_timeout: float = 90.0) -> Iterator[str]:
+    """Run one Prefect server on a free localhost port for the duration of the block; yield its API URL.
+
+    `while_starting(url)` runs while the server boots (it takes seconds), e.g. to start Ray meanwhile."""
     port = free_port()
     env = {**os.environ, **prefect_env(root), "PREFECT_UI_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
@@ -85,6 +88,8 @@ def prefect_server(root: Path, startup_timeout: float = 90.0) -> Iterator[str]:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/api"
     try:
+        if while_starting is not None:
+            while_starting(url)
         deadline = time.monotonic() + startup_timeout
         while True:
             if process.poll() is not None:
@@ -107,24 +112,46 @@ def prefect_server(root: Path, startup_timeout: float = 90.0) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def prefect_api(root: Path) -> Iterator[str]:
+def prefect_api(root: Path, while_starting: Callable[[], None] | None = None) -> Iterator[str]:
     """The run's one Prefect API: the user's `PREFECT_API_URL` if set (checked), else an embedded server.
 
-    Sets the process environment (inherited by a local Ray and passed to remote workers)."""
+    Sets the process environment (inherited by a local Ray and passed to remote workers) before
+    `while_starting()` runs, which overlaps with the embedded server's start."""
     settings = prefect_env(root)
     Path(settings["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.update(settings)
     given = os.environ.get("PREFECT_API_URL")
     if given:
         check_prefect_api(given)
-        yield given
+        if while_starting is not None:
+            while_starting()
+        try:
+            yield given
+        finally:
+            drain_prefect()
         return
-    with prefect_server(root) as url:
+
+    def starting(url: str) -> None:
         os.environ["PREFECT_API_URL"] = url
+        if while_starting is not None:
+            while_starting()
+
+    with prefect_server(root, starting) as url:
         try:
             yield url
         finally:
+            drain_prefect()
             os.environ.pop("PREFECT_API_URL", None)
+
+
+def drain_prefect(timeout: float = 15.0) -> None:
+    """Send the logs and events still queued in this process before the server goes away (otherwise the
+    process spends a minute at exit retrying a stopped server)."""
+    if "prefect" not in sys.modules:
+        return
+    from prefect._internal.concurrency.services import QueueService
+
+    QueueService.drain_all(timeout=timeout, at_exit=False)
 
 
 def worker_env() -> dict[str, str]:

@@ -23,12 +23,15 @@ def _console():
 
 
 def _fail(message: str, code: int = 2) -> int:
-    _console().print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    _console().print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return code
 
 
 def summary_table(summary: dict):
     """The end-of-run table: stage, status, seconds, outputs."""
+    from rich.markup import escape
     from rich.table import Table
 
     colours = {"ran": "green", "cached": "cyan", "failed": "red", "blocked": "yellow", "pending": "white"}
@@ -38,7 +41,7 @@ def summary_table(summary: dict):
     for s in summary["stages"]:
         table.add_row(
             s["stage"], f"[{colours.get(s['status'], 'white')}]{s['status']}[/]", f"{s['seconds']:.1f}",
-            "\n".join(s["outputs"]), s["message"][:300],
+            escape("\n".join(s["outputs"])), escape(s["message"][:300]),
         )
     return table
 
@@ -56,28 +59,22 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise DagError(f"--force: no stage(s) {unknown} in {args.dag} (stages: {', '.join(dag.stages)})")
     except (DagError, ParamsError) as exc:
         return _fail(str(exc))
-    from flows.runtime import ServiceError, check_ray_address, prefect_api
-
     record = root / ".qoeflow" / "runs" / "last.json"
     record.unlink(missing_ok=True)
     if not args.force and _nothing_to_do(root, dag, tree, args.dag):
         _console().print(summary_table(json.loads(record.read_text())))
         return 0
     address = args.ray_address or os.environ.get("RAY_ADDRESS") or None
-    try:
-        if address:
-            check_ray_address(address)
-        with prefect_api(root):
-            from flows.dag_flow import DagRunFailed, with_ray
+    from flows.launch import RunFailed, launch
+    from flows.runtime import ServiceError
 
-            try:
-                with_ray(address)(root=str(root), dag_path=args.dag, params_path=args.params, sets=args.set, force=args.force)
-                code = 0
-            except DagRunFailed as exc:
-                _fail(str(exc), 1)
-                code = 1
+    code = 0
+    try:
+        launch(root, args.dag, args.params, args.set, args.force, address)
     except ServiceError as exc:
         return _fail(str(exc))
+    except RunFailed as exc:
+        code = _fail(str(exc), 1)
     if record.exists():
         _console().print(summary_table(json.loads(record.read_text())))
     return code
@@ -109,6 +106,7 @@ def _nothing_to_do(root: Path, dag, tree: dict, dag_path: str) -> bool:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from qoeflow.dag.spec import DagError
@@ -128,11 +126,14 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
         def on_progress(key: str, done: int, total: int, note: str) -> None:
             if key not in bars:
-                bars[key] = progress.add_task(f"{args.name}[{key}]", total=total, note="")
-            progress.update(bars[key], completed=done, total=total, note=note)
+                bars[key] = progress.add_task(escape(f"{args.name}[{key}]"), total=total, note="")
+            progress.update(bars[key], completed=done, total=total, note=escape(note))
 
         try:
-            ctx = make_context(root, dag, args.name, tree, params, log=progress.console.log, progress=on_progress)
+            def log(message: str) -> None:
+                progress.console.log(message, markup=False, highlight=False)
+
+            ctx = make_context(root, dag, args.name, tree, params, log=log, progress=on_progress)
             summary = run_stage(ctx)
         except (StageError, DagError, ParamsError) as exc:
             return _fail(f"stage '{args.name}' failed: {exc}", 1)

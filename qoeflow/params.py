@@ -43,8 +43,8 @@ class CrowdData(_Strict):
     def _counts(self) -> "CrowdData":
         if self.min_count > self.max_count:
             raise ValueError(f"min_count ({self.min_count}) must not exceed max_count ({self.max_count})")
-        if self.size % 4:
-            raise ValueError(f"size ({self.size}) must be a multiple of 4")
+        if self.size % 8:
+            raise ValueError(f"size ({self.size}) must be a multiple of 8")
         return self
 
 

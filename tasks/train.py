@@ -75,7 +75,7 @@ def _record_row(job: Job, record: Any, cumulative: float) -> dict:
     }
 
 
-def _median_load_seconds(model_file: Path, job: Job, repeats: int) -> float:
+def _median_load_seconds(model_file: Path, job: Job, size: int, repeats: int) -> float:
     import torch
 
     from qoeflow.models import build_model
@@ -83,7 +83,7 @@ def _median_load_seconds(model_file: Path, job: Job, repeats: int) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        model = build_model(job.task, job.model)
+        model = build_model(job.task, job.model, size=size)
         model.load_state_dict(torch.load(model_file, map_location="cpu", weights_only=True))
         times.append(time.perf_counter() - start)
     return statistics.median(times)
@@ -149,7 +149,7 @@ def run_job(ctx: StageContext, item: dict) -> dict:
         "params": count_params(trainer.model),
         "macs": count_macs(trainer.model, shape),
         "size_bytes": model_file.stat().st_size,
-        "t_load": _median_load_seconds(model_file, job, settings.t_test_repeats),
+        "t_load": _median_load_seconds(model_file, job, data["size"], settings.t_test_repeats),
         "t_test": test_latency(trainer.model, split.x_test, repeats=settings.t_test_repeats),
         "status": "diverged" if diverged_at is not None else "completed",
         "diverged_at_epoch": diverged_at,

@@ -56,7 +56,7 @@ def test_ray_workers_and_driver_report_to_one_prefect_api(project, first_run):
     assert flows == [("COMPLETED",)]
     for name in ("train[digits-mlp]", "train[digits-allcnn]", "train[crowd-mcnn]", "train[gather]", "report"):
         assert tasks.get(name) == "COMPLETED", tasks
-    assert "Creating a local Ray instance" in first_run.stderr + first_run.stdout
+    assert "Started a local Ray instance" in first_run.stderr + first_run.stdout
 
 
 def test_rerun_with_nothing_changed_runs_no_stage(project, first_run):

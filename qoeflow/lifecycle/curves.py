@@ -187,14 +187,16 @@ def _robust_std(r: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(r - np.median(r))))
 
 
-def _last(z: np.ndarray, th: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    k = max(1, min(5, len(z) // 5))
+def _last(t: np.ndarray, z: np.ndarray, th: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of the last few points; the band grows with the recent trend and the distance."""
+    k, m = max(1, min(5, len(z) // 5)), max(3, len(z) // 5)
     sigma = max(_noise(z[-20:]), float(np.std(z[-k:])))
-    return np.full(len(th), float(np.mean(z[-k:]))), np.full(len(th), 2.0 * sigma)
+    slope = abs(float(np.polyfit(t[-m:], z[-m:], 1)[0]))
+    return np.full(len(th), float(np.mean(z[-k:]))), 2.0 * sigma + slope * np.maximum(th - t[-1], 0.0)
 
 
 # ----------------------------------------------------------------------------------------- LSTM
-def _lstm(t: np.ndarray, z: np.ndarray, th: np.ndarray, seed: int, hidden: int = 24, steps: int = 150,
+def _lstm(t: np.ndarray, z: np.ndarray, th: np.ndarray, seed: int, hidden: int = 32, steps: int = 300,
           dropout: float = 0.1, samples: int = 24, max_rollout: int = 5000) -> tuple[np.ndarray, np.ndarray]:
     """Two-layer LSTM + ReLU + dropout on sliding windows of a regular grid; autoregressive rollout."""
     import torch
@@ -299,15 +301,15 @@ def forecast(epochs: np.ndarray, values: np.ndarray, horizon: np.ndarray, method
     elif method in ("parametric", "combo"):
         got = _parametric(t, z, th)
         if got is None:
-            used, (zp, half) = "last", _last(z, th)
+            used, (zp, half) = "last", _last(t, z, th)
         else:
             zp, half, extra = got
             info.update(extra)
             if method == "combo":
-                zl, hl = _last(z, th)
+                zl, hl = _last(t, z, th)
                 zp, half = 0.5 * (zp + zl), np.maximum(half, np.abs(zp - zl) / 2 + hl)
     else:
-        zp, half = _last(z, th)
+        zp, half = _last(t, z, th)
     zp = np.nan_to_num(zp, nan=float(z[-1]))
     half = np.abs(np.nan_to_num(half, nan=0.0, posinf=1e3))
     a, b = fr.y(zp - half), fr.y(zp + half)

@@ -1,0 +1,47 @@
+"""Datasets as in-memory tensor splits: real digits (sklearn) and generated crowd-counting scenes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Split:
+    """Train/val/test tensors of one task; ``counts`` holds integer crowd counts per part (crowd only)."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    task: str
+    counts: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def part(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, y)`` of the part ``name`` ("train", "val" or "test")."""
+        if name not in PARTS:
+            raise ValueError(f"unknown part '{name}' (allowed: {', '.join(PARTS)})")
+        return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
+
+
+PARTS = ("train", "val", "test")
+
+# Imported after Split: the loaders build Splits.
+from qoeflow.data.crowd import crowd_split  # noqa: E402
+from qoeflow.data.digits import digits_split  # noqa: E402
+
+LOADERS = {"digits": digits_split, "crowd": crowd_split}
+TASKS = tuple(LOADERS)
+
+
+def load_split(task: str, **kwargs) -> Split:
+    """The split of ``task`` ("digits" or "crowd"), built with the loader's keyword arguments."""
+    if task not in LOADERS:
+        raise ValueError(f"unknown task '{task}' (allowed: {', '.join(TASKS)})")
+    return LOADERS[task](**kwargs)
+
+
+__all__ = ["Split", "PARTS", "TASKS", "load_split", "digits_split", "crowd_split"]

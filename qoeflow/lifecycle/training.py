@@ -1,0 +1,236 @@
+"""Training jobs (paper 000 §II-A): epoch-by-epoch training with per-epoch curves, resumable state,
+divergence detection, task metrics, and single-image test latency.
+
+Losses: cross-entropy for digits; for crowd the squared error of the density map summed over its
+pixels and averaged over images (MCNN's Euclidean loss, O(1) for these maps). Crowd metrics use the
+per-image count (the map's sum): ``mae`` = mean |error|, ``mse`` = mean error² (no square root).
+Determinism: the model is initialised from ``seed``; each epoch runs under a torch seed derived from
+(``seed``, epoch), so a resumed job reproduces an uninterrupted one without saving RNG states.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qoeflow.data import Split
+from qoeflow.models import build_model
+
+OPTIMIZERS = ("adam", "sgd")
+METRICS = {"digits": ("accuracy", "error"), "crowd": ("mae", "mse")}
+EVAL_BATCH = 256
+
+
+@dataclass
+class JobSpec:
+    """One training job: which model on which task, for how many epochs, with which optimiser."""
+
+    name: str
+    task: str
+    model: str
+    epochs: int
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.task not in METRICS:
+            raise ValueError(f"job '{self.name}': unknown task '{self.task}' (allowed: {', '.join(METRICS)})")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"job '{self.name}': unknown optimizer '{self.optimizer}' "
+                             f"(allowed: {', '.join(OPTIMIZERS)})")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(f"job '{self.name}': epochs, batch_size and lr must be positive")
+
+
+@dataclass
+class EpochRecord:
+    """One trained epoch: 1-based epoch, mean train loss, val loss, val metrics, wall seconds (incl. eval)."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    epoch_seconds: float = 0.0
+
+
+class Diverged(RuntimeError):
+    """The loss became NaN or infinite during ``epoch``; the epoch is not recorded."""
+
+    def __init__(self, epoch: int, value: float, where: str = "train"):
+        super().__init__(epoch, value, where)  # args re-create the exception when unpickled (Ray)
+        self.epoch, self.value, self.where = epoch, value, where
+
+    def __str__(self) -> str:
+        return f"{self.where} loss diverged to {self.value} in epoch {self.epoch}"
+
+
+def _seed_for(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7_919) % (2**63 - 1)
+
+
+class TrainingJob:
+    """A model of ``spec`` trained on ``split``, one epoch at a time. ``threads`` sets torch's CPU threads
+    (process-wide); ``device`` defaults to CUDA when available."""
+
+    def __init__(self, spec: JobSpec, split: Split, threads: int | None = None, device: str | None = None):
+        if split.task != spec.task:
+            raise ValueError(f"job '{spec.name}' is a {spec.task} job but got a {split.task} split")
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self.spec, self.split = spec, split
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spec.seed)
+            self.model = build_model(spec.task, spec.model, size=split.x_train.shape[-1]).to(self.device)
+        params = self.model.parameters()
+        if spec.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum,
+                                             weight_decay=spec.weight_decay)
+        self.epochs_done = 0
+        self.history: list[EpochRecord] = []
+        self._check_shapes()
+
+    def _check_shapes(self) -> None:
+        self.model.eval()
+        with torch.no_grad():
+            out = self.model(self.split.x_train[:1].to(self.device))
+        self.model.train()
+        want = (1, 10) if self.spec.task == "digits" else tuple(self.split.y_train[:1].shape)
+        if tuple(out.shape) != want:
+            raise ValueError(f"job '{self.spec.name}': model output {tuple(out.shape)} does not match targets {want} "
+                             f"(crowd models output size/4; use density_stride=4)")
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The task's training loss of a batch."""
+        if self.spec.task == "digits":
+            return F.cross_entropy(output, target)
+        return (output - target).pow(2).sum(dim=(1, 2, 3)).mean()
+
+    def train_epoch(self) -> EpochRecord:
+        """Train one epoch over the shuffled train part, then evaluate on val; raise ``Diverged`` on NaN/inf."""
+        epoch = self.epochs_done + 1
+        start = time.perf_counter()
+        x, y = self.split.x_train, self.split.y_train
+        total, seen = 0.0, 0
+        self.model.train()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_seed_for(self.spec.seed, epoch))
+            order = torch.randperm(len(x))
+            for i in range(0, len(x), self.spec.batch_size):
+                idx = order[i:i + self.spec.batch_size]
+                xb, yb = x[idx].to(self.device), y[idx].to(self.device)
+                loss = self.loss(self.model(xb), yb)
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise Diverged(epoch, value)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                total += value * len(idx)
+                seen += len(idx)
+        val_loss, metrics = self._evaluate(self.split.x_val, self.split.y_val)
+        if not math.isfinite(val_loss):
+            raise Diverged(epoch, val_loss, where="val")
+        record = EpochRecord(epoch, total / seen, val_loss, metrics, time.perf_counter() - start)
+        self.epochs_done = epoch
+        self.history.append(record)
+        return record
+
+    def run(self, epochs: int | None = None, callback=None) -> list[EpochRecord]:
+        """Train until ``epochs`` (default ``spec.epochs``) are done; ``callback(record)`` after each epoch."""
+        target = self.spec.epochs if epochs is None else epochs
+        records = []
+        while self.epochs_done < target:
+            records.append(self.train_epoch())
+            if callback is not None:
+                callback(records[-1])
+        return records
+
+    @torch.no_grad()
+    def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, dict[str, float]]:
+        was_training = self.model.training
+        self.model.eval()
+        loss_sum, outputs = 0.0, []
+        for i in range(0, len(x), EVAL_BATCH):
+            out = self.model(x[i:i + EVAL_BATCH].to(self.device))
+            loss_sum += self.loss(out, y[i:i + EVAL_BATCH].to(self.device)).item() * len(out)
+            outputs.append(out.cpu())
+        self.model.train(was_training)
+        out = torch.cat(outputs)
+        if self.spec.task == "digits":
+            accuracy = (out.argmax(dim=1) == y).double().mean().item()
+            metrics = {"accuracy": accuracy, "error": 1.0 - accuracy}
+        else:
+            error = out.sum(dim=(1, 2, 3)).double() - y.sum(dim=(1, 2, 3)).double()
+            metrics = {"mae": error.abs().mean().item(), "mse": error.pow(2).mean().item()}
+        return loss_sum / len(x), metrics
+
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """The task's metrics (digits: accuracy, error; crowd: count mae, mse) on ``(x, y)``."""
+        return self._evaluate(x, y)[1]
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume (tensors and plain Python values only: loads with weights_only=True)."""
+        return copy.deepcopy({
+            "spec": asdict(self.spec),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epochs_done": self.epochs_done,
+            "history": [asdict(r) for r in self.history],
+        })
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a ``state_dict()``; its job must have the same task and model."""
+        saved = state["spec"]
+        if (saved["task"], saved["model"]) != (self.spec.task, self.spec.model):
+            raise ValueError(f"state of a {saved['task']}/{saved['model']} job cannot be loaded into "
+                             f"{self.spec.task}/{self.spec.model}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epochs_done = int(state["epochs_done"])
+        self.history = [EpochRecord(**r) for r in state["history"]]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def test_latency(model: nn.Module, x: torch.Tensor, repeats: int = 5, n_images: int = 16) -> float:
+    """Seconds per test image (batch of 1, eval mode, no grad): median over ``repeats`` passes over
+    the first ``n_images`` of ``x``, after one warm-up pass."""
+    if repeats < 1 or n_images < 1 or len(x) == 0:
+        raise ValueError("repeats, n_images and len(x) must be positive")
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    images = x[:n_images].to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        for image in images:
+            model(image[None])
+        _sync(device)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for image in images:
+                model(image[None])
+            _sync(device)
+            times.append((time.perf_counter() - start) / len(images))
+    finally:
+        model.train(was_training)
+    return statistics.median(times)
