@@ -20,9 +20,10 @@ def launch(root: Path, dag_path: str, params_path: str, sets: list[str], force: 
     started_ray = []
 
     def start_ray() -> None:
+        kwargs = ray_init_kwargs(address)  # before importing ray: it reads its settings at import
         import ray
 
-        ray.init(address=address, **ray_init_kwargs(address))
+        ray.init(address=address, **kwargs)
         started_ray.append(True)
 
     try:

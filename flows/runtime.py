@@ -161,10 +161,31 @@ def worker_env() -> dict[str, str]:
     return {n: os.environ[n] for n in names if os.environ.get(n)}
 
 
-def ray_init_kwargs(address: str | None) -> dict:
-    """`ray.init` options: a local instance sized to this machine, or a connection to `address`."""
-    kwargs: dict = {"runtime_env": {"env_vars": worker_env()}, "log_to_driver": True}
+def is_loopback(address: str | None) -> bool:
+    """True for no address (a local Ray) or a loopback one."""
     if not address:
-        # Loopback only: a local run opens no port on the machine's network address.
-        kwargs.update(num_cpus=os.cpu_count() or 1, include_dashboard=False, _node_ip_address="127.0.0.1")
+        return True
+    host = urlparse(address if "://" in address else f"ray://{address}").hostname
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+def ray_init_kwargs(address: str | None) -> dict:
+    """`ray.init` options: a local instance sized to this machine, or a connection to `address`.
+
+    A local or loopback Ray stays on loopback: Ray would otherwise swap 127.0.0.1 for the machine's
+    network address (and fail to meet a head node started with --node-ip-address 127.0.0.1)."""
+    kwargs: dict = {"runtime_env": {"env_vars": worker_env()}, "log_to_driver": True}
+    if is_loopback(address):
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray's switch for "single machine, loopback"
+        kwargs["_node_ip_address"] = "127.0.0.1"
+    if not address:
+        kwargs.update(num_cpus=os.cpu_count() or 1, include_dashboard=False)
+    elif "RAY_AUTH_MODE" not in os.environ and _ray_token_available():
+        # `ray start` enables token auth by default; a driver joining it must send the token.
+        os.environ["RAY_AUTH_MODE"] = "token"
     return kwargs
+
+
+def _ray_token_available() -> bool:
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or Path(path).is_file()

@@ -21,10 +21,11 @@ from typing import Any
 import pandas as pd
 
 from qoeflow.params import Job
+from qoeflow.validate import CURVE_COLUMNS, TASK_METRICS
 from tasks.artifacts import write_curves, write_jobs
 from tasks.context import StageContext, StageError, remove_path, write_atomic_bytes
 
-METRIC_COLUMNS = {"digits": ["accuracy", "error"], "crowd": ["mae", "mse"]}
+METRIC_COLUMNS = {task: list(metrics) for task, metrics in TASK_METRICS.items()}
 
 
 @lru_cache(maxsize=4)
@@ -136,7 +137,8 @@ def run_job(ctx: StageContext, item: dict) -> dict:
     for record in trainer.history:
         cumulative += record.epoch_seconds
         rows.append(_record_row(job, record, cumulative))
-    pd.DataFrame(rows, columns=list(rows[0]) if rows else None).to_csv(staging / "curve.csv", index=False)
+    columns = list(CURVE_COLUMNS) + METRIC_COLUMNS[job.task]
+    pd.DataFrame(rows, columns=columns).to_csv(staging / "curve.csv", index=False)
 
     model_file = staging / "model.pt"
     torch.save(trainer.model.state_dict(), model_file)

@@ -107,7 +107,7 @@ def ray_cluster(tmp_path_factory):
     """A Ray head node started beforehand with `ray start --head`, stopped afterwards."""
     port = free_port()
     temp = tmp_path_factory.mktemp("ray")
-    env = clean_env()
+    env = clean_env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")  # a single-machine head node on loopback
     subprocess.run([str(BIN / "ray"), "start", "--head", "--port", str(port), "--num-cpus", "2",
                     "--include-dashboard", "false", "--disable-usage-stats", "--node-ip-address", "127.0.0.1", f"--temp-dir={temp}"],
                    env=env, check=True, capture_output=True, timeout=120)

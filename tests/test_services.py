@@ -14,8 +14,10 @@ from conftest import BIN, api_post, clean_env, last_run, make_project
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
-def _flow_runs(url: str, **filters) -> list[dict]:
-    return api_post(f"{url}/flow_runs/filter", {"limit": 50, **filters})  # type: ignore[return-value]
+def _flow_runs(url: str) -> list[dict]:
+    """Flow runs of the server that have ended."""
+    ended = {"flow_runs": {"state": {"type": {"any_": ["COMPLETED", "FAILED", "CRASHED"]}}}, "limit": 200}
+    return api_post(f"{url}/flow_runs/filter", ended)  # type: ignore[return-value]
 
 
 def test_run_joins_a_ray_cluster_and_an_existing_prefect_server_with_a_diverging_job(

@@ -50,7 +50,7 @@ def _points(rng: np.random.Generator, count: int, size: int) -> np.ndarray:
     clustered = int(round(count * rng.uniform(0.3, 0.8)))
     centres = rng.uniform(0.15 * size, 0.85 * size, size=(int(rng.integers(1, 4)), 2))
     which = rng.integers(len(centres), size=clustered)
-    near = centres[which] + rng.normal(0.0, rng.uniform(0.04, 0.12) * size, size=(clustered, 2))
+    near = centres[which] + rng.normal(0.0, rng.uniform(0.06, 0.15) * size, size=(clustered, 2))
     spread = rng.uniform(0.0, size, size=(count - clustered, 2))
     return np.clip(np.concatenate([near, spread]), 0.0, np.nextafter(size, 0))
 
@@ -86,19 +86,20 @@ def render_scene(rng: np.random.Generator, size: int, count: int, density_stride
 def crowd_scenes(n: int, size: int, min_count: int, max_count: int, density_stride: int,
                  seed: int, part: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``n`` scenes of one part: images (n, 3, size, size), densities (n, 1, c, c), counts (n,) int64."""
-    rng = np.random.default_rng([seed, part])
-    counts = rng.integers(min_count, max_count + 1, size=n)
     cells = size // density_stride
     images = np.empty((n, 3, size, size), np.float32)
     densities = np.empty((n, 1, cells, cells), np.float32)
-    for i, count in enumerate(counts):
-        images[i], densities[i] = render_scene(rng, size, int(count), density_stride)
-    return torch.from_numpy(images), torch.from_numpy(densities), torch.from_numpy(counts.astype(np.int64))
+    counts = np.empty(n, np.int64)
+    for i in range(n):
+        rng = np.random.default_rng([seed, part, i])  # scene i does not depend on n
+        counts[i] = rng.integers(min_count, max_count + 1)
+        images[i], densities[i] = render_scene(rng, size, int(counts[i]), density_stride)
+    return torch.from_numpy(images), torch.from_numpy(densities), torch.from_numpy(counts)
 
 
 def crowd_split(n_train: int = 256, n_val: int = 64, n_test: int = 64, size: int = 64, min_count: int = 5,
                 max_count: int = 60, density_stride: int = 4, seed: int = 0) -> Split:
-    """Generated crowd scenes; each part drawn from its own seeded stream (sizes do not change the others)."""
+    """Generated crowd scenes; scene i of each part has its own seeded stream, so sizes change no other scene."""
     if min(n_train, n_val, n_test) < 1:
         raise ValueError(f"n_train, n_val, n_test must be positive, got {n_train}, {n_val}, {n_test}")
     if density_stride < 1 or size < density_stride or size % density_stride:
