@@ -60,12 +60,21 @@ class Job(_Strict):
     task: Literal["digits", "crowd"]
     model: str
     epochs: int = Field(gt=0, le=10_000)
+    max_epochs: int | None = Field(None, gt=0, le=10_000, description="most epochs the planner may give (default 2 × epochs)")
     batch_size: int = Field(64, gt=0, le=4096)
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _max_at_least_base(self) -> "Job":
+        if self.max_epochs is None:
+            self.max_epochs = 2 * self.epochs
+        if self.max_epochs < self.epochs:
+            raise ValueError(f"max_epochs ({self.max_epochs}) must be at least epochs ({self.epochs})")
+        return self
 
 
 class TrainParams(_Strict):
@@ -91,12 +100,55 @@ class TrainParams(_Strict):
         return self
 
 
+FORECAST_METHODS = ("last", "parametric", "lstm", "combo", "auto")
+ALLOCATION_METHODS = ("exact", "ga", "random", "fcfs", "average")
+
+
+class ForecastParams(_Strict):
+    method: Literal[FORECAST_METHODS] = "auto"  # type: ignore[valid-type]
+    metrics: dict[Literal["digits", "crowd"], list[str]] = {"digits": ["val_loss", "error"], "crowd": ["val_loss", "mae", "mse"]}
+    backtest_frac: float = Field(0.5, gt=0, lt=1)
+    backtest_methods: list[Literal[FORECAST_METHODS]] = list(FORECAST_METHODS)  # type: ignore[valid-type]
+    seed: int = 0
+
+
+class QoEParams(_Strict):
+    weights: str | list[float] = "w1"
+    metrics: dict[Literal["digits", "crowd"], list[str]] = {"digits": ["error"], "crowd": ["mae", "mse"]}
+
+    @model_validator(mode="after")
+    def _valid_weights(self) -> "QoEParams":
+        from qoeflow.lifecycle.planning import weights_for
+
+        for task, metrics in self.metrics.items():
+            weights_for(self.weights, metrics)  # raises with the reason
+        return self
+
+
+class AllocateParams(_Strict):
+    budget_seconds: float | None = Field(None, gt=0, description="total training budget; default from budget_fraction")
+    budget_fraction: float = Field(0.5, ge=0, le=1, description="base cost + this share of the extra cost to max epochs")
+    methods: list[Literal[ALLOCATION_METHODS]] = list(ALLOCATION_METHODS)  # type: ignore[valid-type]
+    chosen: Literal[ALLOCATION_METHODS] = "exact"  # type: ignore[valid-type]
+    sweep_points: int = Field(8, ge=2, le=100)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _chosen_is_run(self) -> "AllocateParams":
+        if self.chosen not in self.methods:
+            raise ValueError(f"chosen ({self.chosen}) must be one of methods {self.methods}")
+        return self
+
+
 class ReportParams(_Strict):
     title: str = "qoeflow lifecycle run"
 
 
 class Params(_Strict):
     train: TrainParams
+    forecast: ForecastParams = ForecastParams()
+    qoe: QoEParams = QoEParams()
+    allocate: AllocateParams = AllocateParams()
     report: ReportParams = ReportParams()
 
 

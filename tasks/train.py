@@ -36,7 +36,7 @@ def _split(task: str, data_json: str):
 
 
 def _fingerprint(job: Job, data_json: str) -> str:
-    settings = job.model_dump(exclude={"epochs"})
+    settings = job.model_dump(exclude={"epochs", "max_epochs"})
     return hashlib.sha256(json.dumps([settings, data_json], sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -92,49 +92,57 @@ def _median_load_seconds(model_file: Path, job: Job, size: int, repeats: int) ->
 
 def run_job(ctx: StageContext, item: dict) -> dict:
     """Train one job to its epochs (resuming when possible); stage its curve, stats and model file."""
+    job = Job.model_validate(item)
+    return train_job(ctx, job, job.epochs, ctx.output("checkpoints") / f"{job.name}.pt")
+
+
+def train_job(ctx: StageContext, job: Job, epochs: int, checkpoint: Path, resume_from: Path | None = None) -> dict:
+    """Train `job` to `epochs`, checkpointing to `checkpoint` every epoch; resume from it (or from
+    `resume_from` when it has none that fits). Stages curve.csv, stats.json and model.pt under the
+    stage's staging folder for the job."""
     import torch
 
     from qoeflow.lifecycle.training import Diverged, JobSpec, TrainingJob, test_latency
     from qoeflow.models import count_macs, count_params, input_shape
 
     settings = ctx.params.train
-    job = Job.model_validate(item)
     data = getattr(settings.data, job.task).model_dump()
     data_json = json.dumps(data, sort_keys=True)
     torch.set_num_threads(settings.threads_per_job)
     split = _split(job.task, data_json)
-    trainer = TrainingJob(JobSpec(**job.model_dump()), split, threads=settings.threads_per_job)
+    trainer = TrainingJob(JobSpec(**job.model_dump(exclude={"max_epochs"})), split, threads=settings.threads_per_job)
 
     fingerprint = _fingerprint(job, data_json)
-    checkpoint = ctx.output("checkpoints") / f"{job.name}.pt"
-    state = _load_checkpoint(checkpoint, fingerprint, job.epochs)
+    state = _load_checkpoint(checkpoint, fingerprint, epochs)
+    if state is None and resume_from is not None:
+        state = _load_checkpoint(resume_from, fingerprint, epochs)
     diverged_at = None
     if state is not None:
         trainer.load_state_dict(state["trainer"])
         diverged_at = state.get("diverged_at")
         if trainer.epochs_done:
-            ctx.log(f"train[{job.name}] resuming from epoch {trainer.epochs_done} checkpoint")
+            ctx.log(f"{ctx.stage}[{job.name}] resuming from epoch {trainer.epochs_done} checkpoint")
 
-    while diverged_at is None and trainer.epochs_done < job.epochs:
+    while diverged_at is None and trainer.epochs_done < epochs:
         try:
             record = trainer.train_epoch()
         except Diverged as exc:
             diverged_at = exc.epoch
-            ctx.log(f"train[{job.name}] DIVERGED at epoch {exc.epoch} (loss {exc.value}); job stopped, others carry on")
+            ctx.log(f"{ctx.stage}[{job.name}] DIVERGED at epoch {exc.epoch} (loss {exc.value}); job stopped, others carry on")
         else:
             metric = METRIC_COLUMNS[job.task][0]
             ctx.log(
-                f"train[{job.name}] epoch {record.epoch}/{job.epochs} train_loss {record.train_loss:.4f} "
+                f"{ctx.stage}[{job.name}] epoch {record.epoch}/{epochs} train_loss {record.train_loss:.4f} "
                 f"val_loss {record.val_loss:.4f} {metric} {record.metrics[metric]:.4f} ({record.epoch_seconds:.2f}s)"
             )
             if ctx.progress:
-                ctx.progress(job.name, record.epoch, job.epochs, f"loss {record.train_loss:.4f}")
+                ctx.progress(job.name, record.epoch, epochs, f"loss {record.train_loss:.4f}")
         _save_checkpoint(checkpoint, {"fingerprint": fingerprint, "epochs_done": trainer.epochs_done,
                                       "diverged_at": diverged_at, "trainer": trainer.state_dict()})
 
     staging = ctx.staging(job.name)
     rows, cumulative = [], 0.0
-    for record in trainer.history:
+    for record in trainer.history[:epochs]:
         cumulative += record.epoch_seconds
         rows.append(_record_row(job, record, cumulative))
     columns = list(CURVE_COLUMNS) + METRIC_COLUMNS[job.task]
@@ -155,7 +163,7 @@ def run_job(ctx: StageContext, item: dict) -> dict:
         "t_test": test_latency(trainer.model, split.x_test, repeats=settings.t_test_repeats),
         "status": "diverged" if diverged_at is not None else "completed",
         "diverged_at_epoch": diverged_at,
-        "epochs": job.epochs,
+        "epochs": epochs,
         "epochs_done": trainer.epochs_done,
         "train_seconds": cumulative,
         "test_metrics": {k: float(v) for k, v in test_metrics.items()},

@@ -11,6 +11,7 @@ import yaml
 from conftest import BIN, REPO, clean_env, make_project, qoeflow
 
 DVC_FILE = "dags/smoke/dvc.yaml"
+ALL = {"train", "forecast", "allocate", "continue", "report"}
 
 
 def _repro(project) -> str:
@@ -44,7 +45,7 @@ def test_export_check_fails_on_a_stale_dvc_file(tmp_path):
 
 
 def test_first_repro_runs_everything_then_nothing(project):
-    assert _ran(_repro(project)) == {"train", "report"}
+    assert _ran(_repro(project)) == set(ALL)
     assert (project / "data/smoke/report/index.html").exists()
     second = _repro(project)
     assert _ran(second) == set()
@@ -61,7 +62,11 @@ def test_param_change_reruns_exactly_the_dependents(project):
     params.write_text(yaml.safe_dump(tree, sort_keys=False))
     assert _ran(_repro(project)) == {"report"}
 
+    tree["qoe"]["weights"] = "w2"  # a planning param: the plan and what follows it
+    params.write_text(yaml.safe_dump(tree, sort_keys=False))
+    assert _ran(_repro(project)) == {"allocate", "continue", "report"}
+
     tree["train"]["data"]["digits"]["seed"] = 1  # a training param: train and what depends on it
     params.write_text(yaml.safe_dump(tree, sort_keys=False))
-    assert _ran(_repro(project)) == {"train", "report"}
+    assert _ran(_repro(project)) == ALL
     assert _ran(_repro(project)) == set()

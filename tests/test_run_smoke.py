@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 
 import pandas as pd
 import pytest
 
-from conftest import last_run, make_project, qoeflow
+from conftest import BIN, clean_env, last_run, make_project, qoeflow
 
 SMOKE = ["--dag", "dags/smoke.yaml"]
+ALL = ["train", "forecast", "allocate", "continue", "report"]
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +33,16 @@ def first_run(project):
 
 def test_first_run_trains_every_job_and_writes_the_artifacts(project, first_run):
     stages = last_run(project)
-    assert {s: v["status"] for s, v in stages.items()} == {"train": "ran", "report": "ran"}
+    assert {s: v["status"] for s, v in stages.items()} == {s: "ran" for s in ALL}
     curves = pd.read_csv(project / "data/smoke/train/curves.csv")
     expected = ["job", "task", "model", "epoch", "train_loss", "val_loss", "epoch_seconds", "cumulative_seconds",
                 "accuracy", "error", "mae", "mse"]
     assert list(curves.columns) == expected
     assert sorted(curves["job"].unique()) == ["crowd-mcnn", "digits-allcnn", "digits-mlp"]
-    assert curves.groupby("job")["epoch"].apply(list).map(lambda e: e == [1, 2, 3]).all()
+    assert curves.groupby("job")["epoch"].apply(list).map(lambda e: e == [1, 2, 3, 4, 5, 6]).all()
     jobs = json.loads((project / "data/smoke/train/jobs.json").read_text())
     for name, info in jobs.items():
-        assert info["status"] == "completed" and info["epochs_done"] == 3, name
+        assert info["status"] == "completed" and info["epochs_done"] == 6, name
         assert info["macs"] > 0 and info["params"] > 0 and info["size_bytes"] > 0
         assert 0 < info["t_load"] < 5 and 0 < info["t_test"] < 5
         assert (project / f"data/smoke/train/checkpoints/{name}.pt").exists()
@@ -54,7 +56,8 @@ def test_ray_workers_and_driver_report_to_one_prefect_api(project, first_run):
         flows = conn.execute("select state_type from flow_run").fetchall()
         tasks = dict(conn.execute("select name, state_type from task_run").fetchall())
     assert flows == [("COMPLETED",)]
-    for name in ("train[digits-mlp]", "train[digits-allcnn]", "train[crowd-mcnn]", "train[gather]", "report"):
+    for name in ("train[digits-mlp]", "train[digits-allcnn]", "train[crowd-mcnn]", "train[gather]", "forecast",
+                 "allocate", "continue[crowd-mcnn]", "continue[gather]", "report"):
         assert tasks.get(name) == "COMPLETED", tasks
     assert "Started a local Ray instance" in first_run.stderr + first_run.stdout
 
@@ -63,7 +66,7 @@ def test_rerun_with_nothing_changed_runs_no_stage(project, first_run):
     before = (project / "data/smoke/train/curves.csv").stat().st_mtime_ns
     result = qoeflow("run", *SMOKE, cwd=project)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert {s: v["status"] for s, v in last_run(project).items()} == {"train": "cached", "report": "cached"}
+    assert {s: v["status"] for s, v in last_run(project).items()} == {s: "cached" for s in ALL}
     assert (project / "data/smoke/train/curves.csv").stat().st_mtime_ns == before
 
 
@@ -71,7 +74,7 @@ def test_force_reruns_only_that_stage(project, first_run):
     train_before = (project / "data/smoke/train/curves.csv").stat().st_mtime_ns
     result = qoeflow("run", *SMOKE, "--force", "report", cwd=project)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert {s: v["status"] for s, v in last_run(project).items()} == {"train": "cached", "report": "ran"}
+    assert {s: v["status"] for s, v in last_run(project).items()} == {**{s: "cached" for s in ALL}, "report": "ran"}
     assert (project / "data/smoke/train/curves.csv").stat().st_mtime_ns == train_before
 
 
@@ -81,26 +84,23 @@ def test_corrupted_curves_stop_the_next_stage_and_keep_its_outputs(project, firs
     curves.loc[curves.index[1], "val_loss"] = float("nan")
     curves.loc[curves.index[2], "train_loss"] = -1.0
     curves.to_csv(curves_path, index=False)
-    report = project / "data/smoke/report/index.html"
-    report_before = report.read_bytes()
+    forecasts = project / "data/smoke/forecast/forecasts.csv"
+    forecasts_before = forecasts.read_bytes()
     # The corrupted file is accepted as train's output (as a user committing it would), so train is up to date.
-    import subprocess
-
-    from conftest import BIN, clean_env
-
     subprocess.run([str(BIN / "dvc"), "commit", "-f", "dags/smoke/dvc.yaml:train"], cwd=project, check=True,
                    capture_output=True, env=clean_env())
     result = qoeflow("run", *SMOKE, cwd=project)
     assert result.returncode == 1
-    message = result.stderr
-    assert "stage 'report' failed" in message
+    message = " ".join(result.stderr.split())
+    assert "stage 'forecast' failed" in message
     assert "data/smoke/train/curves.csv" in message
     assert "column 'val_loss'" in message and "column 'train_loss'" in message
     row = curves.iloc[1]
     assert f"job={row['job']}, epoch={row['epoch']}" in message
     stages = last_run(project)
-    assert stages["train"]["status"] == "cached" and stages["report"]["status"] == "failed"
-    assert report.read_bytes() == report_before
+    assert stages["train"]["status"] == "cached" and stages["forecast"]["status"] == "failed"
+    assert all(stages[s]["status"] == "blocked" for s in ("allocate", "continue", "report"))
+    assert forecasts.read_bytes() == forecasts_before
 
-    direct = qoeflow("stage", "report", *SMOKE, cwd=project)
+    direct = qoeflow("stage", "forecast", *SMOKE, cwd=project)
     assert direct.returncode == 1 and "column 'val_loss'" in direct.stderr

@@ -1,0 +1,146 @@
+"""From forecasts and job stats to the QoE tables of Eq. (2), the plans of every method, and budget sweeps.
+
+Shared by the `allocate` stage and the `qoeflow allocate` command. The QoE model per job uses its
+task's performance metrics (digits: error; crowd: MAE and MSE, as configured) and the paper's five
+weight slots; every normalising scale is the median of that quantity over all jobs and candidate
+epochs (see `qoeflow.lifecycle.qoe`), and is recorded so that realised QoE is scored the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from qoeflow.lifecycle.allocation import JobTable, Plan, allocate, base_cost
+from qoeflow.lifecycle.qoe import PRESETS, QoEModel, QoEWeights
+
+
+@dataclass(frozen=True)
+class JobOutlook:
+    """What the planner knows of one job: measured times and its metric curves from base to max epochs."""
+
+    name: str
+    task: str
+    base_epochs: int
+    max_epochs: int
+    seconds_per_epoch: float
+    t_load: float
+    t_test: float
+    metrics: Mapping[str, np.ndarray]  # metric -> values at epochs base..max
+
+
+def weights_for(spec: str | Sequence[float], metrics: Sequence[str]) -> QoEWeights:
+    """A preset name (w1, w2, w3) or five slots [perf1, perf2, train, load, test], mapped onto `metrics`."""
+    if isinstance(spec, str):
+        return QoEWeights.preset(spec, metrics)
+    return QoEWeights.from_slots([float(v) for v in spec], metrics)
+
+
+def parse_weights(text: str) -> str | list[float]:
+    """`w1` or `0.1,0.1,0.5,0.05,0.25` from the command line."""
+    if text in PRESETS:
+        return text
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"weights must be a preset ({', '.join(PRESETS)}) or 5 comma-separated numbers, got {text!r}") from None
+
+
+def qoe_models(outlooks: Sequence[JobOutlook], weights: str | Sequence[float],
+               perf_metrics: Mapping[str, Sequence[str]]) -> tuple[dict[str, QoEModel], dict]:
+    """One QoE model per task, with scales shared by all jobs; and a JSON-able description of them."""
+    pooled: dict[str, list[np.ndarray]] = {}
+    for o in outlooks:
+        for m in perf_metrics[o.task]:
+            pooled.setdefault(m, []).append(np.asarray(o.metrics[m], float))
+        epochs = np.arange(o.base_epochs, o.max_epochs + 1)
+        pooled.setdefault("train", []).append(epochs * o.seconds_per_epoch)
+        pooled.setdefault("load", []).append(np.array([o.t_load]))
+        pooled.setdefault("test", []).append(np.array([o.t_test]))
+    scales = {}
+    for name, arrays in pooled.items():
+        median = float(np.median(np.abs(np.concatenate(arrays))))
+        scales[name] = median if np.isfinite(median) and median > 0 else 1.0
+    models = {}
+    for task in sorted({o.task for o in outlooks}):
+        models[task] = QoEModel(weights_for(weights, perf_metrics[task]), scales)
+    doc = {"scales": scales, "weights": {t: dict(m.weights.weights) for t, m in models.items()},
+           "weights_spec": weights if isinstance(weights, str) else list(weights),
+           "perf_metrics": {t: list(perf_metrics[t]) for t in models}}
+    return models, doc
+
+
+def qoe_tables(outlooks: Sequence[JobOutlook], models: Mapping[str, QoEModel]) -> list[JobTable]:
+    """Per job: candidate epochs base..max, cumulative training seconds, predicted E_all."""
+    tables = []
+    for o in outlooks:
+        epochs = np.arange(o.base_epochs, o.max_epochs + 1)
+        cost = epochs * o.seconds_per_epoch
+        metrics = {m: np.maximum(np.asarray(v, float), 0.0) for m, v in o.metrics.items()}
+        qoe = models[o.task].score(metrics, cost, o.t_load, o.t_test)
+        tables.append(JobTable(o.name, epochs, cost, np.broadcast_to(qoe, epochs.shape)))
+    return tables
+
+
+def score_job(model_doc: Mapping, task: str, metrics: Mapping[str, float], train_s: float, t_load: float,
+              t_test: float) -> float:
+    """E_all of realised numbers under the recorded QoE model (same weights and scales as the plan)."""
+    model = QoEModel(model_doc["weights"][task], model_doc["scales"])
+    return float(model.score({k: max(float(v), 0.0) for k, v in metrics.items()}, train_s, t_load, t_test))
+
+
+def default_budget(tables: Sequence[JobTable], fraction: float) -> float:
+    """Base cost plus `fraction` of the extra seconds it would take to train every job to its max."""
+    base = base_cost(tables)
+    full = float(sum(t.cost_seconds[-1] for t in tables))
+    return base + fraction * (full - base)
+
+
+def plan_doc(plan: Plan) -> dict:
+    return {"epochs": plan.epochs, "qoe": plan.qoe, "E_sum": plan.e_sum, "seconds_used": plan.seconds_used,
+            "solve_seconds": plan.solve_seconds}
+
+
+def allocation_document(tables: Sequence[JobTable], budget: float, methods: Sequence[str], chosen: str,
+                        model_doc: Mapping, seed: int = 0, sweep_points: int = 8,
+                        predicted_metrics: Mapping[str, Mapping[str, Sequence[float]]] | None = None) -> dict:
+    """The allocation.json content: the tables (with the predicted metrics behind them), one plan per
+    method, the chosen method, a budget sweep."""
+    if chosen not in methods:
+        raise ValueError(f"chosen method {chosen!r} is not among the methods run {list(methods)}")
+    plans = {m: allocate(tables, budget, m, seed=seed) for m in methods}
+    base = base_cost(tables)
+    full = float(sum(t.cost_seconds[-1] for t in tables))
+    budgets = np.linspace(base, full, max(sweep_points, 2))
+    sweep = []
+    for b in budgets:
+        row = {"budget_seconds": float(b)}
+        for m in methods:
+            p = allocate(tables, float(b), m, seed=seed)
+            row[m] = {"E_sum": p.e_sum, "qoe": p.qoe, "epochs": p.epochs}
+        sweep.append(row)
+    return {
+        "budget_seconds": float(budget),
+        "base_cost_seconds": base,
+        "full_cost_seconds": full,
+        "weights": dict(model_doc["weights"]),
+        "qoe_model": dict(model_doc),
+        "jobs": {
+            t.name: {"epochs": t.epochs.tolist(), "cost_seconds": t.cost_seconds.tolist(), "qoe": t.qoe.tolist(),
+                     "base_epochs": int(t.epochs[0]), "max_epochs": int(t.epochs[-1]),
+                     **({"metrics": {m: list(map(float, v)) for m, v in predicted_metrics[t.name].items()}}
+                        if predicted_metrics and t.name in predicted_metrics else {})}
+            for t in tables
+        },
+        "methods": {m: plan_doc(p) for m, p in plans.items()},
+        "chosen": chosen,
+        "sweep": sweep,
+    }
+
+
+def tables_from_document(doc: Mapping) -> list[JobTable]:
+    """Re-build the optimiser's tables from an allocation.json, e.g. to audit or re-solve a plan."""
+    return [JobTable(name, np.array(j["epochs"]), np.array(j["cost_seconds"]), np.array(j["qoe"]))
+            for name, j in doc["jobs"].items()]

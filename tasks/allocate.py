@@ -1,0 +1,102 @@
+"""Stage `allocate`: split the training budget across the jobs to maximise total QoE (paper 000 §IV-A,
+Eqs. 1–2), by every method, with the paper's Fig. 4 as plots."""
+
+from __future__ import annotations
+
+import json
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from qoeflow.lifecycle.allocation import base_cost
+from qoeflow.lifecycle.planning import (
+    JobOutlook, allocation_document, default_budget, qoe_models, qoe_tables,
+)
+from qoeflow.lifecycle.qoe import PRESETS
+from tasks.artifacts import read_curves, read_jobs
+from tasks.context import StageContext, StageError
+
+
+def outlooks(curves: pd.DataFrame, forecasts: pd.DataFrame, jobs: Mapping[str, dict],
+             perf_metrics: Mapping[str, Sequence[str]]) -> list[JobOutlook]:
+    """Per forecast job: its last observed metrics followed by the forecast to max epochs, and its times."""
+    result = []
+    for name in sorted(forecasts["job"].unique()):
+        if name not in jobs:
+            raise ValueError(f"forecasts name job '{name}', which jobs.json does not have (jobs: {sorted(jobs)})")
+        info = jobs[name]
+        base = int(info["epochs_done"])
+        if base < 1 or info["train_seconds"] <= 0:
+            raise ValueError(f"job '{name}' has no measured training epoch")
+        metrics, top = {}, base
+        for metric in perf_metrics[info["task"]]:
+            observed = curves[(curves["job"] == name) & (curves["epoch"] == base)]
+            pred = forecasts[(forecasts["job"] == name) & (forecasts["metric"] == metric)].sort_values("epoch")
+            if observed.empty or metric not in observed:
+                raise ValueError(f"job '{name}': no observed '{metric}' at its base epoch {base}")
+            if pred.empty:
+                raise ValueError(f"job '{name}': no forecast of '{metric}' (forecast metrics must include it)")
+            metrics[metric] = np.concatenate([[float(observed[metric].iloc[0])], pred["predicted"].to_numpy(float)])
+            top = int(pred["epoch"].iloc[-1])
+        result.append(JobOutlook(name, info["task"], base, top, info["train_seconds"] / base,
+                                 float(info["t_load"]), float(info["t_test"]), metrics))
+    return result
+
+
+def allocation_figure(doc: Mapping, outlook: list[JobOutlook], perf_metrics: Mapping[str, Sequence[str]]):
+    """Fig. 4 of the paper: (a) E_all vs epochs of one job under w1–w3, (b) E_sum vs budget per method,
+    (c) per-job E_all of the chosen plan across budgets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(17, 4.5))
+    first = outlook[0]
+    for preset in PRESETS:
+        models, _ = qoe_models(outlook, preset, perf_metrics)
+        table = qoe_tables([first], models)[0]
+        a.plot(table.epochs, table.qoe, label=preset)
+    a.set(title=f"(a) E_all of {first.name} by epochs", xlabel="epochs", ylabel="E_all")
+    budgets = [row["budget_seconds"] for row in doc["sweep"]]
+    for method in doc["methods"]:
+        b.plot(budgets, [row[method]["E_sum"] for row in doc["sweep"]], marker="o", label=method)
+    b.axvline(doc["budget_seconds"], color="grey", ls=":", label="budget")
+    b.set(title="(b) total QoE against budget", xlabel="budget (s)", ylabel="E_sum")
+    chosen = doc["chosen"]
+    for job in doc["jobs"]:
+        c.plot(budgets, [row[chosen]["qoe"][job] for row in doc["sweep"]], marker=".", label=job)
+    c.set(title=f"(c) E_all per job under {chosen}", xlabel="budget (s)", ylabel="E_all")
+    for ax in (a, b, c):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def run(ctx: StageContext) -> dict:
+    """Build the QoE tables from the forecasts and solve Eq. (2) with every configured method."""
+    settings, qoe = ctx.params.allocate, ctx.params.qoe
+    curves = read_curves(ctx.input("curves"), ctx.root)
+    jobs = read_jobs(ctx.input("jobs"), ctx.root)
+    forecasts = pd.read_csv(ctx.input("forecasts"))
+    try:
+        outlook = outlooks(curves, forecasts, jobs, qoe.metrics)
+        models, model_doc = qoe_models(outlook, qoe.weights, qoe.metrics)
+        tables = qoe_tables(outlook, models)
+        budget = settings.budget_seconds or default_budget(tables, settings.budget_fraction)
+        if budget < base_cost(tables):
+            raise ValueError(f"allocate.budget_seconds {budget:.6g} s is below the cost of the base epochs "
+                             f"({base_cost(tables):.6g} s)")
+        doc = allocation_document(tables, budget, settings.methods, settings.chosen, model_doc,
+                                  seed=settings.seed, sweep_points=settings.sweep_points,
+                                  predicted_metrics={o.name: o.metrics for o in outlook})
+    except ValueError as exc:
+        raise StageError(f"allocate: {exc}") from None
+    ctx.temp_output("allocation").write_text(json.dumps(doc, indent=2))
+    allocation_figure(doc, outlook, qoe.metrics).savefig(ctx.temp_output("allocation_figure"), format="png", dpi=80)
+    for method, plan in doc["methods"].items():
+        ctx.log(f"allocate {method:>8}: E_sum {plan['E_sum']:.4f}, {plan['seconds_used']:.1f} of {budget:.1f} s, "
+                f"epochs {plan['epochs']}")
+    return {"outputs": ctx.publish(), "chosen": doc["chosen"]}

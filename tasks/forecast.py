@@ -1,0 +1,75 @@
+"""Stage `forecast`: each job's curves predicted to its max epochs, with bands, and a backtest of
+every method on the run's own curves (paper 000 §III-B)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from qoeflow.lifecycle.forecasting import backtest_table, forecast_table, summarise_scores
+from tasks.artifacts import read_curves, read_jobs
+from tasks.context import StageContext, StageError
+
+
+def forecasts_figure(curves: pd.DataFrame, forecasts: pd.DataFrame, metrics: list[str]):
+    """Observed curves with their forecast and band, one panel per metric (the analogue of Fig. 3)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for job, observed in curves.dropna(subset=[metric]).groupby("job", sort=True):
+            line = ax.plot(observed["epoch"], observed[metric], marker=".", label=job)[0]
+            pred = forecasts[(forecasts["job"] == job) & (forecasts["metric"] == metric)]
+            if len(pred):
+                ax.plot(pred["epoch"], pred["predicted"], "--", color=line.get_color())
+                ax.fill_between(pred["epoch"], pred["lower"], pred["upper"], color=line.get_color(), alpha=0.15)
+        ax.set(title=f"{metric}: observed (solid), forecast (dashed) and band", xlabel="epoch", ylabel=metric)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def run(ctx: StageContext) -> dict:
+    """Forecast every completed job's metrics to its max epochs; backtest each method at `backtest_frac`."""
+    settings = ctx.params.forecast
+    curves = read_curves(ctx.input("curves"), ctx.root)
+    jobs = read_jobs(ctx.input("jobs"), ctx.root)
+    max_epochs = {job.name: job.max_epochs for job in ctx.params.train.jobs}
+    completed = [name for name, info in jobs.items() if info["status"] == "completed"]
+    missing = sorted(set(completed) - set(max_epochs))
+    if missing:
+        raise StageError(f"jobs {missing} of jobs.json are not in params.yaml train.jobs")
+    forecasts, backtests, scores = [], [], []
+    for task, metrics in settings.metrics.items():
+        rows = curves[(curves["task"] == task) & curves["job"].isin(completed)]
+        if rows.empty:
+            continue
+        for metric in metrics:
+            ctx.log(f"forecast: {task} {metric} ({rows['job'].nunique()} jobs, method {settings.method})")
+            try:
+                forecasts.append(forecast_table(rows, metric, max_epochs, method=settings.method, seed=settings.seed))
+                bt, sc = backtest_table(rows, metric, settings.backtest_frac, settings.backtest_methods, settings.seed)
+            except ValueError as exc:
+                raise StageError(f"forecast of {task} '{metric}': {exc}") from None
+            backtests.append(bt)
+            scores.append(sc)
+    if not forecasts:
+        raise StageError("no completed job to forecast")
+    table = pd.concat(forecasts, ignore_index=True)
+    score_table = pd.concat(scores, ignore_index=True)
+    table.to_csv(ctx.temp_output("forecasts"), index=False)
+    pd.concat(backtests, ignore_index=True).to_csv(ctx.temp_output("backtest"), index=False)
+    summary = summarise_scores(score_table)
+    ctx.temp_output("scores").write_text(json.dumps(
+        {"frac": settings.backtest_frac, "summary": summary.to_dict(orient="records"),
+         "per_job": score_table.to_dict(orient="records")}, indent=2))
+    metrics = sorted({m for ms in settings.metrics.values() for m in ms}, key=lambda m: (m != "val_loss", m))
+    forecasts_figure(curves[curves["job"].isin(completed)], table, metrics).savefig(ctx.temp_output("forecast_figure"), format="png", dpi=80)
+    for row in summary.itertuples():
+        ctx.log(f"backtest {row.metric:>8} {row.method:>10}: MAE at last epoch {row.mae_last_epoch:.4g} ({row.vs_last:.2f} × last)")
+    return {"outputs": ctx.publish()}
