@@ -207,6 +207,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forecast(args: argparse.Namespace) -> int:
+    from tasks.context import StageError
+    from tasks.standalone import forecast_command
+
+    try:
+        print(forecast_command(args.curves, args.metric, args.to, args.until, args.method, args.backtest, args.output))
+    except StageError as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def cmd_allocate(args: argparse.Namespace) -> int:
+    from tasks.context import StageError
+    from tasks.standalone import allocate_command
+
+    try:
+        print(allocate_command(args.forecasts, args.jobs, args.curves, args.budget, args.weights,
+                               args.method or ["exact", "ga", "random", "fcfs", "average"], args.example, args.output))
+    except StageError as exc:
+        return _fail(str(exc))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qoeflow", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -240,6 +263,28 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--cron", default=None, help="cron expression, e.g. '0 3 * * *'")
     when.add_argument("--interval", type=float, default=None, help="seconds between runs")
     serve.set_defaults(func=cmd_serve)
+
+    fc = sub.add_parser("forecast", help="forecast learning curves of a CSV (job,epoch,<metric>)")
+    fc.add_argument("curves")
+    fc.add_argument("--metric", required=True)
+    fc.add_argument("--until", type=int, default=None, help="use only epochs up to this one")
+    fc.add_argument("--to", type=int, default=None, help="predict up to this epoch")
+    fc.add_argument("--backtest", type=float, default=None, metavar="FRAC",
+                    help="observe the first FRAC of each curve, predict the rest, score against `last`")
+    fc.add_argument("--method", default="auto", choices=["last", "parametric", "lstm", "combo", "auto"])
+    fc.add_argument("-o", "--output", default=None)
+    fc.set_defaults(func=cmd_forecast)
+
+    al = sub.add_parser("allocate", help="split a training budget across jobs to maximise total QoE")
+    al.add_argument("--forecasts", default=None, help="CSV job,metric,epoch,predicted[,lower,upper]")
+    al.add_argument("--jobs", default=None, help="jobs.json (task, epochs_done, train_seconds, t_load, t_test)")
+    al.add_argument("--curves", default=None, help="curves.csv, for the metrics at each job's base epoch")
+    al.add_argument("--budget", type=float, default=None, help="total training seconds")
+    al.add_argument("--weights", default="w1", help="w1 | w2 | w3 | five numbers perf1,perf2,train,load,test")
+    al.add_argument("--method", action="append", default=None, help="exact, ga, random, fcfs, average (repeatable)")
+    al.add_argument("--example", default=None, choices=["deepnetqoe"], help="the paper's four crowd-counting models")
+    al.add_argument("-o", "--output", default=None)
+    al.set_defaults(func=cmd_allocate)
     return parser
 
 

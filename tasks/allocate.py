@@ -18,9 +18,11 @@ from tasks.artifacts import read_curves, read_jobs
 from tasks.context import StageContext, StageError
 
 
-def outlooks(curves: pd.DataFrame, forecasts: pd.DataFrame, jobs: Mapping[str, dict],
+def outlooks(curves: pd.DataFrame | None, forecasts: pd.DataFrame, jobs: Mapping[str, dict],
              perf_metrics: Mapping[str, Sequence[str]]) -> list[JobOutlook]:
-    """Per forecast job: its last observed metrics followed by the forecast to max epochs, and its times."""
+    """Per forecast job: its last observed metrics followed by the forecast to max epochs, and its times.
+
+    Without curves, the value at the base epoch is taken as the first forecast point."""
     result = []
     for name in sorted(forecasts["job"].unique()):
         if name not in jobs:
@@ -31,13 +33,17 @@ def outlooks(curves: pd.DataFrame, forecasts: pd.DataFrame, jobs: Mapping[str, d
             raise ValueError(f"job '{name}' has no measured training epoch")
         metrics, top = {}, base
         for metric in perf_metrics[info["task"]]:
-            observed = curves[(curves["job"] == name) & (curves["epoch"] == base)]
             pred = forecasts[(forecasts["job"] == name) & (forecasts["metric"] == metric)].sort_values("epoch")
-            if observed.empty or metric not in observed:
-                raise ValueError(f"job '{name}': no observed '{metric}' at its base epoch {base}")
             if pred.empty:
                 raise ValueError(f"job '{name}': no forecast of '{metric}' (forecast metrics must include it)")
-            metrics[metric] = np.concatenate([[float(observed[metric].iloc[0])], pred["predicted"].to_numpy(float)])
+            if curves is None:
+                start = float(pred["predicted"].iloc[0])
+            else:
+                observed = curves[(curves["job"] == name) & (curves["epoch"] == base)]
+                if observed.empty or metric not in observed:
+                    raise ValueError(f"job '{name}': no observed '{metric}' at its base epoch {base}")
+                start = float(observed[metric].iloc[0])
+            metrics[metric] = np.concatenate([[start], pred["predicted"].to_numpy(float)])
             top = int(pred["epoch"].iloc[-1])
         result.append(JobOutlook(name, info["task"], base, top, info["train_seconds"] / base,
                                  float(info["t_load"]), float(info["t_test"]), metrics))

@@ -117,6 +117,11 @@ def train_job(ctx: StageContext, job: Job, epochs: int, checkpoint: Path, resume
     if state is None and resume_from is not None:
         state = _load_checkpoint(resume_from, fingerprint, epochs)
     diverged_at = None
+
+    def save() -> None:
+        _save_checkpoint(checkpoint, {"fingerprint": fingerprint, "epochs_done": trainer.epochs_done,
+                                      "diverged_at": diverged_at, "trainer": trainer.state_dict()})
+
     if state is not None:
         trainer.load_state_dict(state["trainer"])
         diverged_at = state.get("diverged_at")
@@ -137,8 +142,9 @@ def train_job(ctx: StageContext, job: Job, epochs: int, checkpoint: Path, resume
             )
             if ctx.progress:
                 ctx.progress(job.name, record.epoch, epochs, f"loss {record.train_loss:.4f}")
-        _save_checkpoint(checkpoint, {"fingerprint": fingerprint, "epochs_done": trainer.epochs_done,
-                                      "diverged_at": diverged_at, "trainer": trainer.state_dict()})
+        save()
+    if not checkpoint.exists():  # resumed from elsewhere with nothing left to train: keep a checkpoint of our own
+        save()
 
     staging = ctx.staging(job.name)
     rows, cumulative = [], 0.0
