@@ -35,7 +35,9 @@ def weights_for(spec: str | Sequence[float], metrics: Sequence[str]) -> QoEWeigh
     """A preset name (w1, w2, w3) or five slots [perf1, perf2, train, load, test], mapped onto `metrics`."""
     if isinstance(spec, str):
         return QoEWeights.preset(spec, metrics)
-    return QoEWeights.from_slots([float(v) for v in spec], metrics)
+    slots = [float(v) for v in spec]
+    QoEWeights(dict(zip(("perf1", "perf2", "train", "load", "test"), slots)))  # the slots themselves: ≥ 0, sum 1
+    return QoEWeights.from_slots(slots, metrics)
 
 
 def parse_weights(text: str) -> str | list[float]:
