@@ -68,7 +68,7 @@ def run(ctx: StageContext) -> dict:
     ctx.temp_output("scores").write_text(json.dumps(
         {"frac": settings.backtest_frac, "summary": summary.to_dict(orient="records"),
          "per_job": score_table.to_dict(orient="records")}, indent=2))
-    metrics = sorted({m for ms in settings.metrics.values() for m in ms}, key=lambda m: (m != "val_loss", m))
+    metrics = sorted(set(table["metric"]), key=lambda m: (m != "val_loss", m))
     forecasts_figure(curves[curves["job"].isin(completed)], table, metrics).savefig(ctx.temp_output("forecast_figure"), format="png", dpi=80)
     for row in summary.itertuples():
         ctx.log(f"backtest {row.metric:>8} {row.method:>10}: MAE at last epoch {row.mae_last_epoch:.4g} ({row.vs_last:.2f} × last)")

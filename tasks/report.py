@@ -35,6 +35,8 @@ def _planning_section(ctx: StageContext) -> str:
     scores = json.loads(ctx.input("scores").read_text())
     allocation = json.loads(ctx.input("allocation").read_text())
     selection = json.loads(ctx.input("selection").read_text())
+    asha = json.loads(ctx.input("asha").read_text())
+    asha_jobs = ", ".join(f"{j}: {v['epochs']}" for j, v in asha["jobs"].items())
     methods = pd.DataFrame([{"method": m, **{k: v for k, v in p.items() if k in ("E_sum", "seconds_used", "solve_seconds")},
                              "epochs": ", ".join(f"{j}: {e}" for j, e in p["epochs"].items())}
                             for m, p in allocation["methods"].items()])
@@ -49,6 +51,9 @@ def _planning_section(ctx: StageContext) -> str:
 <p>Selected model: <b>{html.escape(str(selection['selected_job']))}</b> (realised E_all {selection['realised_qoe']:.4f});
 planned E_sum {selection['E_sum_planned']:.4f}, realised {selection['E_sum_realised']:.4f}.</p>
 {_table(pd.read_csv(ctx.input("plan_vs_actual")))}
+<h2>Against Ray Tune ASHA with the same budget</h2>
+<p>ASHA (from scratch, {asha['budget_seconds']:.1f} s budget, {asha['wall_seconds']:.1f} s wall): E_sum
+{asha['E_sum']:.4f} with epochs {html.escape(asha_jobs)}; the planner's realised E_sum {selection['E_sum_realised']:.4f}.</p>
 """
 
 

@@ -11,7 +11,7 @@ import yaml
 from conftest import BIN, REPO, clean_env, make_project, qoeflow
 
 DVC_FILE = "dags/smoke/dvc.yaml"
-ALL = {"train", "forecast", "allocate", "continue", "report"}
+ALL = {"train", "forecast", "allocate", "continue", "asha", "report"}
 
 
 def _repro(project) -> str:
@@ -64,7 +64,7 @@ def test_param_change_reruns_exactly_the_dependents(project):
 
     tree["qoe"]["weights"] = "w2"  # a planning param: the plan and what follows it
     params.write_text(yaml.safe_dump(tree, sort_keys=False))
-    assert _ran(_repro(project)) == {"allocate", "continue", "report"}
+    assert _ran(_repro(project)) == {"allocate", "continue", "asha", "report"}
 
     tree["train"]["data"]["digits"]["seed"] = 1  # a training param: train and what depends on it
     params.write_text(yaml.safe_dump(tree, sort_keys=False))

@@ -16,7 +16,7 @@ import pytest
 from conftest import BIN, clean_env, last_run, make_project, qoeflow
 
 SMOKE = ["--dag", "dags/smoke.yaml"]
-ALL = ["train", "forecast", "allocate", "continue", "report"]
+ALL = ["train", "forecast", "allocate", "continue", "asha", "report"]
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +48,17 @@ def test_first_run_trains_every_job_and_writes_the_artifacts(project, first_run)
         assert (project / f"data/smoke/train/checkpoints/{name}.pt").exists()
     assert "<h1>qoeflow smoke run</h1>" in (project / "data/smoke/report/index.html").read_text()
     assert (project / "dags/smoke/dvc.lock").exists()
+    allocation = json.loads((project / "data/smoke/allocate/allocation.json").read_text())
+    assert set(allocation["methods"]) == {"exact", "ga", "random", "fcfs", "average"}
+    exact = allocation["methods"]["exact"]
+    assert exact["seconds_used"] <= allocation["budget_seconds"] + 1e-9
+    assert all(exact["E_sum"] >= p["E_sum"] - 1e-9 for p in allocation["methods"].values())
+    plan = pd.read_csv(project / "data/smoke/continue/plan_vs_actual.csv")
+    assert (plan["epochs_done"] == plan["planned_epochs"]).all()
+    continued = pd.read_csv(project / "data/smoke/continue/curves.csv")
+    assert continued.groupby("job")["epoch"].max().to_dict() == dict(zip(plan["job"], plan["planned_epochs"]))
+    asha = json.loads((project / "data/smoke/asha/asha.json").read_text())
+    assert asha["training_seconds"] > 0 and asha["E_sum"] > 0
 
 
 def test_ray_workers_and_driver_report_to_one_prefect_api(project, first_run):
@@ -57,7 +68,7 @@ def test_ray_workers_and_driver_report_to_one_prefect_api(project, first_run):
         tasks = dict(conn.execute("select name, state_type from task_run").fetchall())
     assert flows == [("COMPLETED",)]
     for name in ("train[digits-mlp]", "train[digits-allcnn]", "train[crowd-mcnn]", "train[gather]", "forecast",
-                 "allocate", "continue[crowd-mcnn]", "continue[gather]", "report"):
+                 "allocate", "continue[crowd-mcnn]", "continue[gather]", "asha", "report"):
         assert tasks.get(name) == "COMPLETED", tasks
     assert "Started a local Ray instance" in first_run.stderr + first_run.stdout
 
@@ -99,7 +110,7 @@ def test_corrupted_curves_stop_the_next_stage_and_keep_its_outputs(project, firs
     assert f"job={row['job']}, epoch={row['epoch']}" in message
     stages = last_run(project)
     assert stages["train"]["status"] == "cached" and stages["forecast"]["status"] == "failed"
-    assert all(stages[s]["status"] == "blocked" for s in ("allocate", "continue", "report"))
+    assert all(stages[s]["status"] == "blocked" for s in ("allocate", "continue", "asha", "report"))
     assert forecasts.read_bytes() == forecasts_before
 
     direct = qoeflow("stage", "forecast", *SMOKE, cwd=project)

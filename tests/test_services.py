@@ -41,7 +41,7 @@ def test_run_joins_a_ray_cluster_and_an_existing_prefect_server_with_a_diverging
     assert jobs["digits-mlp"]["status"] == "completed" and jobs["crowd-mcnn"]["status"] == "completed"
     stages = last_run(project)
     assert stages["train"]["status"] == "ran" and "digits-allcnn" in stages["train"]["message"]
-    assert all(stages[s]["status"] == "ran" for s in ("forecast", "allocate", "continue", "report"))
+    assert all(stages[s]["status"] == "ran" for s in ("forecast", "allocate", "continue", "asha", "report"))
     allocation = json.loads((project / "data/smoke/allocate/allocation.json").read_text())
     assert "digits-allcnn" not in allocation["jobs"]
     # --set runs are off the books: dvc.lock does not claim these outputs match params.yaml.

@@ -1,0 +1,115 @@
+"""Benchmarks of the QoE budget planner (issue: QoE budget planner).
+
+1. Forecast accuracy on a run's own curves: backtest at FRAC 0.5, MAE at each job's last epoch per
+   method against `last` (goal: best ≥ 30 % below `last`; `lstm` reported beside it).
+2. GA against exact over a sweep of budgets, on the run's own jobs and on the paper's worked
+   example under w1, w2, w3 (goal: GA ≥ 99 % of exact at every budget).
+3. Exact solve time for 8 jobs × 1,000 candidate epochs (goal ≤ 1 s), median of 5.
+4. The ordering of the paper's Fig. 4(b): GA at or above random, FCFS and average at every budget.
+
+The run's own curves and allocation come from a lifecycle run in benchmarks/work/lifecycle (made by
+`benchmarks/orchestration.py --lifecycle`) or from --project. Results: benchmarks/results/planner.json, .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from qoeflow.lifecycle.allocation import JobTable, allocate, base_cost
+from qoeflow.lifecycle.deepnetqoe_example import deepnetqoe_example
+from qoeflow.lifecycle.forecasting import backtest_table, summarise_scores
+from qoeflow.lifecycle.planning import tables_from_document
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+METHODS = ["last", "parametric", "lstm", "combo", "auto"]
+BASELINES = ["random", "fcfs", "average"]
+
+
+def forecast_accuracy(curves: pd.DataFrame, frac: float) -> list[dict]:
+    rows = []
+    for task, metrics in {"digits": ["val_loss", "error"], "crowd": ["val_loss", "mae", "mse"]}.items():
+        part = curves[curves["task"] == task]
+        for metric in metrics:
+            _, scores = backtest_table(part, metric, frac, METHODS)
+            for r in summarise_scores(scores).itertuples():
+                rows.append({"task": task, "metric": metric, "method": r.method, "mae_last_epoch": r.mae_last_epoch,
+                             "vs_last": r.vs_last})
+    return rows
+
+
+def sweep(tables: list[JobTable], points: int) -> list[dict]:
+    lo, hi = base_cost(tables), float(sum(t.cost_seconds[-1] for t in tables))
+    out = []
+    for budget in np.linspace(lo, hi, points):
+        e = {m: allocate(tables, float(budget), m, seed=0).e_sum for m in ["exact", "ga", *BASELINES]}
+        out.append({"budget": float(budget), **e, "ga_vs_exact": e["ga"] / e["exact"],
+                    "ga_beats_baselines": all(e["ga"] >= e[b] - 1e-12 for b in BASELINES)})
+    return out
+
+
+def exact_timing(jobs: int = 8, epochs: int = 1000, repeats: int = 5) -> dict:
+    rng = np.random.default_rng(0)
+    tables = []
+    for j in range(jobs):
+        e = np.arange(1, epochs + 1)
+        q = rng.uniform(0.3, 0.9) * (1 - np.exp(-e / rng.uniform(50, 400))) - 1e-4 * rng.uniform(0, 1) * e
+        tables.append(JobTable(f"j{j}", e, e * rng.uniform(0.5, 3.0), q))
+    budget = 0.4 * sum(t.cost_seconds[-1] for t in tables)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        allocate(tables, budget, "exact")
+        times.append(time.perf_counter() - start)
+    return {"jobs": jobs, "candidates_per_job": epochs, "median_seconds": statistics.median(times)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--project", default=str(REPO / "benchmarks" / "work" / "lifecycle"))
+    parser.add_argument("--points", type=int, default=8)
+    args = parser.parse_args()
+    project = Path(args.project)
+    curves = pd.read_csv(project / "data/train/curves.csv")
+    allocation = json.loads((project / "data/allocate/allocation.json").read_text())
+    result = {
+        "forecast_backtest_frac_0.5": forecast_accuracy(curves, 0.5),
+        "sweeps": {"own jobs (" + allocation["qoe_model"]["weights_spec"] + ")": sweep(tables_from_document(allocation), args.points)},
+        "exact_timing": exact_timing(),
+    }
+    for preset in ("w1", "w2", "w3"):
+        result["sweeps"][f"DeepNetQoE example ({preset})"] = sweep(deepnetqoe_example(preset)[0], args.points)
+    plan_path = project / "data/continue/plan_vs_actual.csv"
+    if plan_path.exists():
+        result["plan_vs_actual"] = pd.read_csv(plan_path).to_dict(orient="records")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "planner.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+
+    lines = ["# Planner benchmark", "", f"Command: `python benchmarks/planner.py` (curves from {project.name}).", "",
+             "## Forecast backtest (observe 50 %, MAE at each job's last epoch; ratio to `last`)", "",
+             "| task | metric | " + " | ".join(METHODS) + " |", "| --- | --- |" + " --- |" * len(METHODS)]
+    table = pd.DataFrame(result["forecast_backtest_frac_0.5"])
+    for (task, metric), group in table.groupby(["task", "metric"], sort=False):
+        cells = {r.method: f"{r.mae_last_epoch:.4g} ({r.vs_last:.2f})" for r in group.itertuples()}
+        lines.append(f"| {task} | {metric} | " + " | ".join(cells.get(m, "–") for m in METHODS) + " |")
+    lines += ["", "## GA against exact, and Fig. 4(b) ordering, over budget sweeps", "",
+              "| problem | budgets | min GA/exact | GA ≥ random, fcfs, average at every budget |", "| --- | --- | --- | --- |"]
+    for name, rows in result["sweeps"].items():
+        lines.append(f"| {name} | {len(rows)} | {min(r['ga_vs_exact'] for r in rows):.4f} | "
+                     f"{sum(r['ga_beats_baselines'] for r in rows)}/{len(rows)} |")
+    t = result["exact_timing"]
+    lines += ["", f"Exact solve, {t['jobs']} jobs × {t['candidates_per_job']} candidate epochs: "
+              f"median {t['median_seconds'] * 1000:.1f} ms of 5 (goal ≤ 1 s)."]
+    (RESULTS / "planner.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
