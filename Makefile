@@ -24,7 +24,8 @@ test: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
 
 bench: setup
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/orchestration.py
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/orchestration.py --lifecycle
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/planner.py
 
 clean:
 	rm -rf .qoeflow data/smoke

@@ -1,5 +1,7 @@
 """Learning-curve forecasts for whole tables of curves (one row per job and epoch).
 
+Predictions and bands are clipped to the metric's range (no negative loss, no error above 1).
+
 Shared by the `forecast` stage and the `qoeflow forecast` command: DataFrames in, DataFrames out.
 """
 
@@ -14,6 +16,17 @@ from qoeflow.lifecycle.curves import METHODS, MIN_POINTS, backtest, forecast
 
 FORECAST_COLUMNS = ["job", "metric", "epoch", "predicted", "lower", "upper", "method"]
 BACKTEST_COLUMNS = ["job", "metric", "method", "epoch", "actual", "predicted", "lower", "upper"]
+UNIT_INTERVAL = frozenset({"accuracy", "error", "acc", "top1", "top5", "f1"})
+
+
+def bounds(metric: str) -> tuple[float, float]:
+    """The range a metric can take: [0, 1] for rates, [0, inf) for losses and errors."""
+    return (0.0, 1.0) if metric in UNIT_INTERVAL else (0.0, np.inf)
+
+
+def _clip(f, metric: str):
+    low, high = bounds(metric)
+    return (np.clip(f.predicted, low, high), np.clip(f.lower, low, high), np.clip(f.upper, low, high))
 
 
 def _curve(rows: pd.DataFrame, metric: str, job: str) -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +67,7 @@ def forecast_table(
         if len(horizon) == 0:
             continue
         f = forecast(epochs, values, horizon, method=method, seed=seed)
-        for e, p, lo, hi in zip(f.epochs, f.predicted, f.lower, f.upper):
+        for e, p, lo, hi in zip(f.epochs, *_clip(f, metric)):
             rows.append([job, metric, int(e), float(p), float(lo), float(hi), f.method])
     return pd.DataFrame(rows, columns=FORECAST_COLUMNS)
 
@@ -78,9 +91,10 @@ def backtest_table(
         for method in methods:
             f = backtest(epochs, values, frac, method=method, seed=seed)
             actual = values[-len(f.epochs):]
-            for e, a, p, lo, hi in zip(f.epochs, actual, f.predicted, f.lower, f.upper):
+            predicted, lower, upper = _clip(f, metric)
+            for e, a, p, lo, hi in zip(f.epochs, actual, predicted, lower, upper):
                 rows.append([job, metric, method, int(e), float(a), float(p), float(lo), float(hi)])
-            scores.append([job, metric, method, f.method, abs(float(f.predicted[-1]) - float(actual[-1]))])
+            scores.append([job, metric, method, f.method, abs(float(predicted[-1]) - float(actual[-1]))])
     score_table = pd.DataFrame(scores, columns=["job", "metric", "method", "used", "last_epoch_abs_error"])
     return pd.DataFrame(rows, columns=BACKTEST_COLUMNS), score_table
 
