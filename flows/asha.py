@@ -9,40 +9,37 @@ realised E_sum. This stage's code lives in flows/ because it *is* Ray (Tune); it
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from ray.tune.stopper import Stopper
 
 from qoeflow.lifecycle.planning import score_job
-from qoeflow.params import Job
-from tasks.context import StageContext, StageError
+from qoeflow.params import Job, TrainParams
+from tasks.context import StageContext, StageError, remove_path
+from tasks.training_loop import train_to
 
 
 def _trainable(trial: dict) -> None:
-    """One Tune trial: train a job epoch by epoch, reporting its E_all after each."""
-    import torch
+    """One Tune trial: the checkpointed training loop from scratch (checkpoints in the trial's own folder),
+    reporting the job's E_all after each epoch."""
     from ray import tune
-
-    from qoeflow.lifecycle.training import Diverged, JobSpec, TrainingJob
-    from tasks.train import _split
 
     config = trial["job_config"]
     job = Job.model_validate(config["job"])
-    torch.set_num_threads(config["threads"])
-    split = _split(job.task, config["data_json"])
-    trainer = TrainingJob(JobSpec(**job.model_dump(exclude={"max_epochs"})), split, threads=config["threads"])
+    settings = TrainParams.model_validate(config["train"])
+    folder = Path(config["storage"]) / "checkpoints"
     seconds = 0.0
-    for _ in range(job.max_epochs):
-        try:
-            record = trainer.train_epoch()
-        except Diverged:
-            return
+
+    def report(record, trainer) -> None:
+        nonlocal seconds
         seconds += record.epoch_seconds
         metrics = {m: record.metrics[m] for m in config["perf_metrics"]}
         qoe = score_job(config["qoe_model"], job.task, metrics, seconds, config["t_load"], config["t_test"])
         tune.report({"qoe": qoe, "epoch": record.epoch, "train_seconds": seconds, **metrics})
+
+    train_to(job, settings, job.max_epochs, folder / f"{job.name}.pt", folder / "tmp", on_epoch=report, label="asha",
+             log=lambda message: None)
 
 
 class _TrainingBudget(Stopper):
@@ -68,26 +65,26 @@ def run(ctx: StageContext) -> dict:
 
     from flows.runtime import ray_init_kwargs
 
-    if not ray.is_initialized():  # `qoeflow stage asha` (dvc repro): a local Ray on loopback
+    allocation = ctx.load("allocation")
+    selection = ctx.load("selection")
+    jobs_stats = ctx.load("jobs")
+    if not ray.is_initialized():  # `qoeflow stage asha` (dvc repro): a local Ray on loopback, started here
         ray.init(**ray_init_kwargs(None))
-    allocation = json.loads(ctx.input("allocation").read_text())
-    selection = json.loads(ctx.input("selection").read_text())
-    jobs_stats = json.loads(ctx.input("jobs").read_text())
     model_doc = allocation["qoe_model"]
     planned = [job for job in ctx.params.train.jobs if job.name in allocation["jobs"]]
     if not planned:
         raise StageError("asha: no planned job to run")
-    settings = ctx.params.train
+    storage = Path(ctx.staging("tune")).resolve()
+    remove_path(storage)  # trials start from scratch: no checkpoint of an earlier run may be resumed
+    storage.mkdir(parents=True)
     configs = [{
-        "job": job.model_dump(), "threads": settings.threads_per_job,
-        "data_json": json.dumps(getattr(settings.data, job.task).model_dump(), sort_keys=True),
+        "job": job.model_dump(), "train": ctx.params.train.model_dump(), "storage": str(storage),
         "perf_metrics": model_doc["perf_metrics"][job.task], "qoe_model": model_doc,
         "t_load": jobs_stats[job.name]["t_load"], "t_test": jobs_stats[job.name]["t_test"],
     } for job in planned]
     budget = float(allocation["budget_seconds"])
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max(j.max_epochs for j in planned),
                               grace_period=1, reduction_factor=2)
-    storage = Path(ctx.staging("tune")).resolve()
     start = time.perf_counter()
     tuner = tune.Tuner(
         tune.with_resources(_trainable, {"cpu": 1}),
@@ -112,7 +109,8 @@ def run(ctx: StageContext) -> dict:
            "E_sum": sum(j["qoe"] for j in per_job.values()),
            "planner": {"method": selection["method"], "E_sum_realised": selection["E_sum_realised"],
                        "E_sum_planned": selection["E_sum_planned"]}}
-    ctx.temp_output("asha").write_text(json.dumps(doc, indent=2))
+    ctx.save("asha", doc)
+    remove_path(storage)
     ctx.log(f"asha: E_sum {doc['E_sum']:.4f} in {wall:.1f} s against the planner's realised "
             f"{selection['E_sum_realised']:.4f}; epochs {({k: v['epochs'] for k, v in per_job.items()})}")
     return {"outputs": ctx.publish()}

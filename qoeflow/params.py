@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+
+from qoeflow.families import FAMILIES, NAMES
+from qoeflow.lifecycle import allocation, curves
 
 
 class ParamsError(ValueError):
@@ -22,42 +25,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class DigitsData(_Strict):
-    size: int = Field(32, ge=8, le=128)
-    val_fraction: float = Field(0.2, gt=0, lt=0.5)
-    test_fraction: float = Field(0.2, gt=0, lt=0.5)
-    seed: int = 0
-    limit: int | None = Field(None, ge=50)
-
-
-class CrowdData(_Strict):
-    n_train: int = Field(256, ge=4)
-    n_val: int = Field(64, ge=2)
-    n_test: int = Field(64, ge=2)
-    size: int = Field(64, ge=16, le=256)
-    min_count: int = Field(5, ge=0)
-    max_count: int = Field(60, ge=1)
-    seed: int = 0
-
-    @model_validator(mode="after")
-    def _counts(self) -> "CrowdData":
-        if self.min_count > self.max_count:
-            raise ValueError(f"min_count ({self.min_count}) must not exceed max_count ({self.max_count})")
-        if self.size % 8:
-            raise ValueError(f"size ({self.size}) must be a multiple of 8")
-        return self
-
-
-class TrainData(_Strict):
-    digits: DigitsData = DigitsData()
-    crowd: CrowdData = CrowdData()
+TrainData = create_model(  # one settings section per task family of the registry
+    "TrainData", __base__=_Strict, **{name: (f.data, f.data()) for name, f in FAMILIES.items()})
+Family = Literal[NAMES]  # type: ignore[valid-type]
 
 
 class Job(_Strict):
     """One training job: a model of a task family with its optimiser settings."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    task: Literal["digits", "crowd"]
+    task: Family
     model: str
     epochs: int = Field(gt=0, le=10_000)
     max_epochs: int | None = Field(None, gt=0, le=10_000, description="most epochs the planner may give (default 2 × epochs)")
@@ -85,42 +62,53 @@ class TrainParams(_Strict):
 
     @model_validator(mode="after")
     def _unique_and_known(self) -> "TrainParams":
-        from qoeflow.models import MODELS
-
         names = [j.name for j in self.jobs]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"job names must be unique; repeated: {dupes}")
         for i, job in enumerate(self.jobs):
-            if job.model not in MODELS[job.task]:
+            models = FAMILIES[job.task].models
+            if job.model not in models:
                 raise ValueError(
-                    f"jobs.{i}.model: unknown model '{job.model}' for task '{job.task}' "
-                    f"(allowed: {', '.join(MODELS[job.task])})"
+                    f"jobs.{i}.model: unknown model '{job.model}' for task '{job.task}' (allowed: {', '.join(models)})"
                 )
         return self
 
 
-FORECAST_METHODS = ("last", "parametric", "lstm", "combo", "auto")
-ALLOCATION_METHODS = ("exact", "ga", "random", "fcfs", "average")
+FORECAST_METHODS = curves.METHODS  # the methods are the code's, never a second list
+ALLOCATION_METHODS = allocation.METHODS
 
 
 class ForecastParams(_Strict):
     method: Literal[FORECAST_METHODS] = "auto"  # type: ignore[valid-type]
-    metrics: dict[Literal["digits", "crowd"], list[str]] = {"digits": ["val_loss", "error"], "crowd": ["val_loss", "mae", "mse"]}
+    metrics: dict[Family, list[str]] = {name: list(f.forecast_metrics) for name, f in FAMILIES.items()}
     backtest_frac: float = Field(0.5, gt=0, lt=1)
     backtest_methods: list[Literal[FORECAST_METHODS]] = list(FORECAST_METHODS)  # type: ignore[valid-type]
     seed: int = 0
 
+    @model_validator(mode="after")
+    def _known_curves(self) -> "ForecastParams":
+        for task, metrics in self.metrics.items():
+            known = ["train_loss", "val_loss", *FAMILIES[task].metric_names]
+            unknown = [m for m in metrics if m not in known]
+            if unknown:
+                raise ValueError(f"metrics.{task}: no curve {unknown} in {task} curves (allowed: {', '.join(known)})")
+        return self
+
 
 class QoEParams(_Strict):
     weights: str | list[float] = "w1"
-    metrics: dict[Literal["digits", "crowd"], list[str]] = {"digits": ["error"], "crowd": ["mae", "mse"]}
+    metrics: dict[Family, list[str]] = {name: list(f.qoe_metrics) for name, f in FAMILIES.items()}
 
     @model_validator(mode="after")
     def _valid_weights(self) -> "QoEParams":
         from qoeflow.lifecycle.planning import weights_for
 
         for task, metrics in self.metrics.items():
+            unknown = [m for m in metrics if m not in FAMILIES[task].metric_names]
+            if unknown:
+                raise ValueError(f"metrics.{task}: {unknown} are not {task} metrics "
+                                 f"(allowed: {', '.join(FAMILIES[task].metric_names)})")
             weights_for(self.weights, metrics)  # raises with the reason
         return self
 
@@ -219,6 +207,9 @@ def validate_params(tree: Mapping[str, Any], source: str = "params.yaml") -> Par
                 lines.append(f"{key}: unknown key")
             elif e["type"] == "missing":
                 lines.append(f"{key}: required key is missing")
+            elif e["type"] == "value_error" or isinstance(e.get("input"), (dict, list)):
+                # a check across a section: its message names the key and the value; the section is not echoed
+                lines.append(f"{key}: {e['msg'].removeprefix('Value error, ')}")
             else:
                 lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
         raise ParamsError(f"{source}: " + "; ".join(lines)) from None

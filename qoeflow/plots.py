@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from qoeflow.validate import TASK_METRICS
+from qoeflow.families import metrics_of
 
 
 def curves_figure(curves: pd.DataFrame, title: str = "Training curves"):
@@ -18,7 +18,7 @@ def curves_figure(curves: pd.DataFrame, title: str = "Training curves"):
     fig, axes = plt.subplots(len(tasks), 2, figsize=(11, 3.6 * len(tasks)), squeeze=False)
     for row, task in zip(axes, tasks):
         rows = curves[curves["task"] == task]
-        metric = TASK_METRICS[task][0]
+        metric = metrics_of(task)[0]
         for job, group in rows.groupby("job", sort=True):
             row[0].plot(group["epoch"], group["val_loss"], marker=".", label=job)
             row[1].plot(group["epoch"], group[metric], marker=".", label=job)

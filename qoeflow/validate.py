@@ -1,9 +1,9 @@
-"""Great Expectations suites for qoeflow's artifacts.
+"""Great Expectations suites for qoeflow's tables (JSON documents have pydantic models: schemas.py).
 
-Each `check_*` function takes the artifact as a DataFrame (or dict) and a label (the file it came
-from) and raises `ArtifactError` naming the file, the column and the offending rows. Stages call
-them when they write an artifact and when they read one. great_expectations is imported lazily:
-it costs seconds.
+Each `check_*` function takes the table as a DataFrame and a label (the file it came from) and raises
+`ArtifactError` naming the file, the column and the offending rows. The artifact catalog
+(tasks/catalog.py) calls them when a stage writes a table and when one reads it. Metric columns and
+their ranges come from the task family registry. great_expectations is imported lazily: it costs seconds.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from qoeflow.families import FAMILIES, metric_range, metrics_of
+
+JOB_STATUSES = ("completed", "diverged")
 CURVE_COLUMNS = ["job", "task", "model", "epoch", "train_loss", "val_loss", "epoch_seconds", "cumulative_seconds"]
-TASK_METRICS = {"digits": ["accuracy", "error"], "crowd": ["mae", "mse"]}
-JOB_STATUSES = ["completed", "diverged"]
 _HUGE = 1e12  # "finite": GE's between-check flags inf as out of range
 
 
@@ -71,7 +72,7 @@ def _problems(name: str, df: pd.DataFrame, expectations: Iterable[Any], index_co
         if r.success:
             continue
         cfg = r.expectation_config
-        column = cfg.kwargs.get("column", "?")
+        column = cfg.kwargs.get("column") or " ≥ ".join(cfg.kwargs[k] for k in ("column_A", "column_B") if k in cfg.kwargs)
         shown = column.replace("_epoch_step", "epoch (contiguous from 1 per job)")
         rule = {k: v for k, v in cfg.kwargs.items() if k in ("min_value", "max_value", "value_set", "strict_min")}
         rows = (r.result or {}).get("unexpected_index_list") or []
@@ -88,68 +89,109 @@ def _require_columns(df: pd.DataFrame, columns: list[str], label: str) -> None:
         raise ArtifactError(f"{label}: missing column(s) {missing} (has {list(df.columns)})")
 
 
-def check_curves(df: pd.DataFrame, label: str = "curves.csv") -> None:
-    """Per-epoch training curves: no nulls, epochs contiguous from 1 per job, finite losses ≥ 0,
-    seconds > 0, metrics in range for each task's rows."""
+def _in_range(gxe, column: str, metric: str | None = None):
+    """The column's values lie in the range of `metric` (default: the column's own name) per the registry."""
+    low, high = metric_range(metric or column)
+    return gxe.ExpectColumnValuesToBeBetween(column=column, min_value=low, max_value=min(high, _HUGE))
+
+
+def _raise(label: str, problems: list[str]) -> None:
+    if problems:
+        raise ArtifactError(f"{label}: " + "; ".join(problems))
+
+
+def _start(df: pd.DataFrame, columns: list[str], label: str):
     import great_expectations.expectations as gxe
 
-    _require_columns(df, CURVE_COLUMNS, label)
+    if not isinstance(df, pd.DataFrame):
+        raise ArtifactError(f"{label}: expected a table, got {type(df).__name__}")
+    _require_columns(df, columns, label)
     if df.empty:
         raise ArtifactError(f"{label}: no rows")
-    bad_tasks = sorted(set(df["task"].astype(str)) - set(TASK_METRICS))
-    if bad_tasks:
-        raise ArtifactError(f"{label}: column 'task': unknown task(s) {bad_tasks} (allowed: {sorted(TASK_METRICS)})")
+    return gxe
+
+
+def _known(df: pd.DataFrame, column: str, allowed, label: str) -> None:
+    bad = sorted(set(df[column].astype(str)) - set(allowed))
+    if bad:
+        raise ArtifactError(f"{label}: column '{column}': unknown value(s) {bad} (allowed: {sorted(allowed)})")
+
+
+def check_curves(df: pd.DataFrame, label: str = "curves.csv") -> None:
+    """Per-epoch training curves: no nulls, epochs contiguous from 1 per job, finite losses ≥ 0,
+    seconds > 0, each family's metrics present and in their range."""
+    gxe = _start(df, CURVE_COLUMNS, label)
+    _known(df, "task", FAMILIES, label)
     problems: list[str] = []
     for task, rows in df.groupby("task", sort=True):
-        metrics = TASK_METRICS[str(task)]
+        metrics = metrics_of(str(task))
         _require_columns(rows, metrics, label)
         frame = rows[CURVE_COLUMNS + metrics].copy()
         frame["_epoch_step"] = frame["epoch"] - frame.groupby("job")["epoch"].shift(1).fillna(0)
         exps: list[Any] = [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in CURVE_COLUMNS + metrics]
         exps.append(gxe.ExpectColumnValuesToBeInSet(column="_epoch_step", value_set=[1]))
-        exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=_HUGE) for c in ("train_loss", "val_loss")]
+        exps += [_in_range(gxe, c) for c in ("train_loss", "val_loss", *metrics)]
         exps += [
             gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=_HUGE, strict_min=True)
             for c in ("epoch_seconds", "cumulative_seconds")
         ]
-        if task == "digits":
-            exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=1) for c in metrics]
-        else:
-            exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=_HUGE) for c in metrics]
         problems += _problems(f"curves-{task}", frame, exps, ["job", "epoch"])
-    if problems:
-        raise ArtifactError(f"{label}: " + "; ".join(problems))
+    _raise(label, problems)
 
 
-def jobs_frame(jobs: dict[str, dict]) -> pd.DataFrame:
-    """One row per job of `jobs.json`, for validation and tables."""
-    rows = [{"job": name, **{k: v for k, v in info.items() if not isinstance(v, (dict, list))}} for name, info in jobs.items()]
-    return pd.DataFrame(rows)
+def _prediction_checks(gxe, df: pd.DataFrame, values: list[str], index: list[str], name: str) -> list[str]:
+    """No nulls; the predicted values within their metric's range; lower ≤ predicted ≤ upper."""
+    from qoeflow.lifecycle.curves import METHODS
+
+    problems: list[str] = []
+    for metric, rows in df.groupby("metric", sort=True):
+        exps: list[Any] = [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in df.columns]
+        exps += [_in_range(gxe, c, str(metric)) for c in values]
+        exps.append(gxe.ExpectColumnValuesToBeBetween(column="epoch", min_value=1, max_value=_HUGE))
+        exps.append(gxe.ExpectColumnValuesToBeInSet(column="method", value_set=list(METHODS)))
+        exps.append(gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="predicted", column_B="lower", or_equal=True))
+        exps.append(gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="upper", column_B="predicted", or_equal=True))
+        problems += _problems(f"{name}-{metric}", rows.reset_index(drop=True), exps, index)
+    return problems
 
 
-def check_jobs(jobs: dict[str, dict], label: str = "jobs.json") -> None:
-    """Per-job stats: known task and status, positive sizes and times, epochs within plan."""
-    import great_expectations.expectations as gxe
+def check_forecasts(df: pd.DataFrame, label: str = "forecasts.csv") -> None:
+    """Forecast curves: predictions and bands finite, within the metric's range, bands around predictions."""
+    from qoeflow.lifecycle.forecasting import FORECAST_COLUMNS
 
-    if not isinstance(jobs, dict) or not jobs:
-        raise ArtifactError(f"{label}: expected a non-empty mapping of job name to stats")
-    df = jobs_frame(jobs)
-    columns = ["task", "model", "params", "macs", "size_bytes", "t_load", "t_test", "status", "epochs_done", "epochs"]
-    _require_columns(df, columns, label)
-    df["_epochs_left"] = df["epochs"] - df["epochs_done"]
-    exps: list[Any] = [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in columns]
-    exps.append(gxe.ExpectColumnValuesToBeInSet(column="task", value_set=sorted(TASK_METRICS)))
-    exps.append(gxe.ExpectColumnValuesToBeInSet(column="status", value_set=JOB_STATUSES))
-    exps += [
-        gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=_HUGE, strict_min=True)
-        for c in ("params", "macs", "size_bytes", "t_load", "t_test", "epochs")
-    ]
-    exps.append(gxe.ExpectColumnValuesToBeBetween(column="epochs_done", min_value=0, max_value=_HUGE))
-    exps.append(gxe.ExpectColumnValuesToBeBetween(column="_epochs_left", min_value=0, max_value=_HUGE))
-    problems = _problems("jobs", df, exps, ["job"])
-    if problems:
-        raise ArtifactError(f"{label}: " + "; ".join(problems))
-    finished = df[df["status"] == "completed"]
-    short = finished[finished["epochs_done"] != finished["epochs"]]
-    if len(short):
-        raise ArtifactError(f"{label}: column 'epochs_done': completed jobs short of their epochs: {short['job'].tolist()}")
+    gxe = _start(df, FORECAST_COLUMNS, label)
+    _raise(label, _prediction_checks(gxe, df[FORECAST_COLUMNS], ["predicted", "lower", "upper"],
+                                     ["job", "metric", "epoch"], "forecasts"))
+
+
+def check_backtest(df: pd.DataFrame, label: str = "backtest.csv") -> None:
+    """Backtest predictions beside the actual values: all finite and within the metric's range."""
+    from qoeflow.lifecycle.forecasting import BACKTEST_COLUMNS
+
+    gxe = _start(df, BACKTEST_COLUMNS, label)
+    _raise(label, _prediction_checks(gxe, df[BACKTEST_COLUMNS], ["actual", "predicted", "lower", "upper"],
+                                     ["job", "metric", "method", "epoch"], "backtest"))
+
+
+PLAN_COLUMNS = ["job", "task", "method", "planned_epochs", "epochs_done", "status", "planned_seconds",
+                "actual_seconds", "predicted_qoe", "realised_qoe"]
+
+
+def check_plan_vs_actual(df: pd.DataFrame, label: str = "plan_vs_actual.csv") -> None:
+    """Plan against reality per job: known task, method and status; epochs and seconds sane; QoE in (0, 1];
+    the planned and realised metrics within their ranges (realised QoE is empty for a diverged job)."""
+    from qoeflow.lifecycle.allocation import METHODS
+
+    gxe = _start(df, PLAN_COLUMNS, label)
+    exps: list[Any] = [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in PLAN_COLUMNS if c != "realised_qoe"]
+    exps.append(gxe.ExpectColumnValuesToBeInSet(column="task", value_set=list(FAMILIES)))
+    exps.append(gxe.ExpectColumnValuesToBeInSet(column="method", value_set=list(METHODS)))
+    exps.append(gxe.ExpectColumnValuesToBeInSet(column="status", value_set=list(JOB_STATUSES)))
+    exps.append(gxe.ExpectColumnValuesToBeBetween(column="planned_epochs", min_value=1, max_value=_HUGE))
+    exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=_HUGE)
+             for c in ("epochs_done", "planned_seconds", "actual_seconds")]
+    exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=1, strict_min=True)
+             for c in ("predicted_qoe", "realised_qoe")]
+    exps += [_in_range(gxe, c, c.split("_", 1)[1]) for c in df.columns if c.startswith(("actual_", "predicted_"))
+             and c.split("_", 1)[1] not in ("seconds", "qoe")]
+    _raise(label, _problems("plan_vs_actual", df, exps, ["job"]))

@@ -3,7 +3,6 @@ Eqs. 1–2), by every method, with the paper's Fig. 4 as plots."""
 
 from __future__ import annotations
 
-import json
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -14,7 +13,6 @@ from qoeflow.lifecycle.planning import (
     JobOutlook, allocation_document, default_budget, qoe_models, qoe_tables,
 )
 from qoeflow.lifecycle.qoe import PRESETS
-from tasks.artifacts import read_curves, read_jobs
 from tasks.context import StageContext, StageError
 
 
@@ -84,9 +82,9 @@ def allocation_figure(doc: Mapping, outlook: list[JobOutlook], perf_metrics: Map
 def run(ctx: StageContext) -> dict:
     """Build the QoE tables from the forecasts and solve Eq. (2) with every configured method."""
     settings, qoe = ctx.params.allocate, ctx.params.qoe
-    curves = read_curves(ctx.input("curves"), ctx.root)
-    jobs = read_jobs(ctx.input("jobs"), ctx.root)
-    forecasts = pd.read_csv(ctx.input("forecasts"))
+    curves = ctx.load("curves")
+    jobs = ctx.load("jobs")
+    forecasts = ctx.load("forecasts")
     try:
         outlook = outlooks(curves, forecasts, jobs, qoe.metrics)
         models, model_doc = qoe_models(outlook, qoe.weights, qoe.metrics)
@@ -100,8 +98,8 @@ def run(ctx: StageContext) -> dict:
                                   predicted_metrics={o.name: o.metrics for o in outlook})
     except ValueError as exc:
         raise StageError(f"allocate: {exc}") from None
-    ctx.temp_output("allocation").write_text(json.dumps(doc, indent=2))
-    allocation_figure(doc, outlook, qoe.metrics).savefig(ctx.temp_output("allocation_figure"), format="png", dpi=80)
+    ctx.save("allocation", doc)
+    ctx.save("allocation_figure", allocation_figure(doc, outlook, qoe.metrics))
     for method, plan in doc["methods"].items():
         ctx.log(f"allocate {method:>8}: E_sum {plan['E_sum']:.4f}, {plan['seconds_used']:.1f} of {budget:.1f} s, "
                 f"epochs {plan['epochs']}")

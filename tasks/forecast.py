@@ -3,12 +3,9 @@ every method on the run's own curves (paper 000 §III-B)."""
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 
 from qoeflow.lifecycle.forecasting import backtest_table, forecast_table, summarise_scores
-from tasks.artifacts import read_curves, read_jobs
 from tasks.context import StageContext, StageError
 
 
@@ -37,8 +34,8 @@ def forecasts_figure(curves: pd.DataFrame, forecasts: pd.DataFrame, metrics: lis
 def run(ctx: StageContext) -> dict:
     """Forecast every completed job's metrics to its max epochs; backtest each method at `backtest_frac`."""
     settings = ctx.params.forecast
-    curves = read_curves(ctx.input("curves"), ctx.root)
-    jobs = read_jobs(ctx.input("jobs"), ctx.root)
+    curves = ctx.load("curves")
+    jobs = ctx.load("jobs")
     max_epochs = {job.name: job.max_epochs for job in ctx.params.train.jobs}
     completed = [name for name, info in jobs.items() if info["status"] == "completed"]
     missing = sorted(set(completed) - set(max_epochs))
@@ -62,14 +59,13 @@ def run(ctx: StageContext) -> dict:
         raise StageError("no completed job to forecast")
     table = pd.concat(forecasts, ignore_index=True)
     score_table = pd.concat(scores, ignore_index=True)
-    table.to_csv(ctx.temp_output("forecasts"), index=False)
-    pd.concat(backtests, ignore_index=True).to_csv(ctx.temp_output("backtest"), index=False)
     summary = summarise_scores(score_table)
-    ctx.temp_output("scores").write_text(json.dumps(
-        {"frac": settings.backtest_frac, "summary": summary.to_dict(orient="records"),
-         "per_job": score_table.to_dict(orient="records")}, indent=2))
+    ctx.save("forecasts", table)
+    ctx.save("backtest", pd.concat(backtests, ignore_index=True))
+    ctx.save("scores", {"frac": settings.backtest_frac, "summary": summary.to_dict(orient="records"),
+                        "per_job": score_table.to_dict(orient="records")})
     metrics = sorted(set(table["metric"]), key=lambda m: (m != "val_loss", m))
-    forecasts_figure(curves[curves["job"].isin(completed)], table, metrics).savefig(ctx.temp_output("forecast_figure"), format="png", dpi=80)
+    ctx.save("forecast_figure", forecasts_figure(curves[curves["job"].isin(completed)], table, metrics))
     for row in summary.itertuples():
         ctx.log(f"backtest {row.metric:>8} {row.method:>10}: MAE at last epoch {row.mae_last_epoch:.4g} ({row.vs_last:.2f} × last)")
     return {"outputs": ctx.publish()}

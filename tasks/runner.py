@@ -10,7 +10,7 @@ from typing import Any, Callable
 from qoeflow.dag.spec import Dag, check_dag, load_dag
 from qoeflow.params import Params, effective_tree, validate_params
 from tasks import REGISTRY, task_io
-from tasks.context import StageContext, StageError
+from tasks.context import TMP, StageContext, StageError, remove_path
 
 
 def load_project(root: Path, dag_path: str, params_path: str = "params.yaml", sets: list[str] | None = None):
@@ -18,8 +18,11 @@ def load_project(root: Path, dag_path: str, params_path: str = "params.yaml", se
     dag = load_dag(root / dag_path)
     dag.path = dag_path
     params_file = root / params_path
-    tree = effective_tree(params_file, dag.overrides, sets)
-    params = validate_params(tree, f"{params_path} (with {dag_path} overrides and --set)" if sets or dag.overrides else params_path)
+    overrides = dag.params_overrides(root)
+    tree = effective_tree(params_file, overrides, sets)
+    layers = " and ".join(([dag.params_file] if dag.params_file else [])
+                          + ([f"{dag_path} overrides"] if dag.overrides else []) + (["--set"] if sets else []))
+    params = validate_params(tree, f"{params_path} (with {layers})" if layers else params_path)
     check_dag(dag, task_io(), tree)
     return dag, tree, params
 
@@ -44,6 +47,8 @@ def make_context(
 
 def _guarded(ctx: StageContext, fn: Callable[..., dict], *args: Any) -> dict:
     start = time.perf_counter()
+    ctx.require_inputs(REGISTRY[ctx.spec.task].inputs)
+    remove_path(ctx.root / TMP / ctx.stage)  # what an earlier, killed attempt left unpublished
     try:
         summary = dict(fn(ctx, *args) or {})
     except BaseException:
@@ -63,7 +68,9 @@ def run_gather(ctx: StageContext, item_summaries: list[dict]) -> dict:
     """The gather step of a `foreach` stage: combines the items and publishes the outputs."""
     task = REGISTRY[ctx.spec.task]
     summary = _guarded(ctx, task.function("gather"), item_summaries)
-    summary["compute_seconds"] = summary["compute_seconds"] + sum(s.get("compute_seconds", 0.0) for s in item_summaries)
+    items = [s.get("compute_seconds", 0.0) for s in item_summaries]
+    summary["critical_seconds"] = summary["compute_seconds"] + max(items, default=0.0)  # items ran side by side
+    summary["compute_seconds"] = summary["compute_seconds"] + sum(items)
     return summary
 
 

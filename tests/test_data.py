@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from qoeflow.data import Split, crowd_split, digits_split, load_split
+from qoeflow.data import Split, load_split
+from qoeflow.data.crowd import crowd_split
+from qoeflow.data.digits import digits_split
 from qoeflow.data.digits import stratified_parts
 
 SMALL_CROWD = dict(n_train=6, n_val=3, n_test=3, size=32, min_count=5, max_count=40, seed=3)

@@ -68,3 +68,34 @@ def test_duplicate_job_names_are_refused():
     tree = apply_set(_tree(), "train.jobs.1.name=digits-mlp")
     with pytest.raises(ParamsError, match=r"job names must be unique; repeated: \['digits-mlp'\]"):
         validate_params(tree)
+
+
+def test_a_section_check_names_the_key_and_value_not_the_section():
+    tree = apply_set(_tree(), "train.jobs.1.name=digits-mlp")
+    with pytest.raises(ParamsError) as err:
+        validate_params(tree)
+    message = str(err.value)
+    assert message == "params.yaml: train: job names must be unique; repeated: ['digits-mlp']"
+
+
+def test_families_come_from_the_registry():
+    from qoeflow.families import FAMILIES
+    from qoeflow.models import MODELS
+
+    assert {name: f.models for name, f in FAMILIES.items()} == MODELS  # the registry's names are the zoo's
+    tree = apply_set(_tree(), "train.jobs.0.task=imagenet")
+    with pytest.raises(ParamsError, match=r"train.jobs.0.task: Input should be 'digits' or 'crowd'"):
+        validate_params(tree)
+    tree = apply_set(_tree(), "qoe.metrics.digits=[mae]")
+    with pytest.raises(ParamsError, match=r"metrics.digits: \['mae'\] are not digits metrics \(allowed: accuracy, error\)"):
+        validate_params(tree)
+
+
+def test_validating_params_and_checking_a_dag_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from qoeflow.cli import main; assert main(['dag', 'check']) == 0; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -7,7 +7,8 @@ import pickle
 import pytest
 import torch
 
-from qoeflow.data import crowd_split, digits_split
+from qoeflow.data.crowd import crowd_split
+from qoeflow.data.digits import digits_split
 from qoeflow.lifecycle.training import Diverged, JobSpec, TrainingJob, test_latency as latency
 
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from qoeflow.validate import ArtifactError, check_curves, check_jobs
+from qoeflow.schemas import JobsDoc, check_document
+from qoeflow.validate import ArtifactError, check_curves
+
+
+def check_jobs(jobs: dict, label: str = "jobs.json") -> None:
+    check_document(JobsDoc, jobs, label)
 
 
 def _curves() -> pd.DataFrame:
@@ -20,9 +25,10 @@ def _curves() -> pd.DataFrame:
 
 
 def _jobs() -> dict:
-    base = {"model": "m", "params": 10, "macs": 100, "size_bytes": 1000, "t_load": 0.01, "t_test": 0.001,
-            "status": "completed", "epochs": 3, "epochs_done": 3}
-    return {"a": {"task": "digits", **base}, "b": {"task": "crowd", **base}}
+    base = {"model": "m", "config": {}, "params": 10, "macs": 100, "size_bytes": 1000, "t_load": 0.01, "t_test": 0.001,
+            "status": "completed", "epochs": 3, "epochs_done": 3, "train_seconds": 1.5}
+    return {"a": {"task": "digits", **base, "test_metrics": {"accuracy": 0.9, "error": 0.1}},
+            "b": {"task": "crowd", **base, "test_metrics": {"mae": 3.0, "mse": 12.0}}}
 
 
 def test_good_artifacts_pass():
@@ -70,12 +76,14 @@ def test_jobs_with_bad_status_or_zero_time_are_refused():
     jobs["b"]["t_test"] = 0.0
     with pytest.raises(ArtifactError) as err:
         check_jobs(jobs, "jobs.json")
-    assert "column 'status'" in str(err.value) and "job=a" in str(err.value)
-    assert "column 't_test'" in str(err.value) and "job=b" in str(err.value)
+    message = str(err.value)
+    assert message.startswith("jobs.json: ")
+    assert "field 'a.status'" in message and "'exploded'" in message
+    assert "field 'b.t_test': Input should be greater than 0 (got 0.0)" in message
 
 
 def test_completed_jobs_must_have_all_their_epochs():
     jobs = _jobs()
     jobs["a"]["epochs_done"] = 2
-    with pytest.raises(ArtifactError, match=r"completed jobs short of their epochs: \['a'\]"):
+    with pytest.raises(ArtifactError, match=r"field 'a': a completed job must have all its epochs: epochs_done 2 of 3"):
         check_jobs(jobs)

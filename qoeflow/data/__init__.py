@@ -29,19 +29,11 @@ class Split:
 
 PARTS = ("train", "val", "test")
 
-# Imported after Split: the loaders build Splits.
-from qoeflow.data.crowd import crowd_split  # noqa: E402
-from qoeflow.data.digits import digits_split  # noqa: E402
-
-LOADERS = {"digits": digits_split, "crowd": crowd_split}
-TASKS = tuple(LOADERS)
-
-
 def load_split(task: str, **kwargs) -> Split:
-    """The split of ``task`` ("digits" or "crowd"), built with the loader's keyword arguments."""
-    if task not in LOADERS:
-        raise ValueError(f"unknown task '{task}' (allowed: {', '.join(TASKS)})")
-    return LOADERS[task](**kwargs)
+    """The split of the family ``task`` (see qoeflow.families), built with the loader's keyword arguments."""
+    from qoeflow.families import family
+
+    return family(task).load_split(**kwargs)
 
 
-__all__ = ["Split", "PARTS", "TASKS", "load_split", "digits_split", "crowd_split"]
+__all__ = ["Split", "PARTS", "load_split"]

@@ -1,6 +1,7 @@
 """Learning-curve forecasts for whole tables of curves (one row per job and epoch).
 
-Predictions and bands are clipped to the metric's range (no negative loss, no error above 1).
+Predictions and bands are clipped to the metric's range from the family registry (no negative loss,
+no error above 1).
 
 Shared by the `forecast` stage and the `qoeflow forecast` command: DataFrames in, DataFrames out.
 """
@@ -12,20 +13,13 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from qoeflow.families import metric_range
 from qoeflow.lifecycle.curves import METHODS, MIN_POINTS, backtest, forecast
 
 FORECAST_COLUMNS = ["job", "metric", "epoch", "predicted", "lower", "upper", "method"]
 BACKTEST_COLUMNS = ["job", "metric", "method", "epoch", "actual", "predicted", "lower", "upper"]
-UNIT_INTERVAL = frozenset({"accuracy", "error", "acc", "top1", "top5", "f1"})
-
-
-def bounds(metric: str) -> tuple[float, float]:
-    """The range a metric can take: [0, 1] for rates, [0, inf) for losses and errors."""
-    return (0.0, 1.0) if metric in UNIT_INTERVAL else (0.0, np.inf)
-
-
 def _clip(f, metric: str):
-    low, high = bounds(metric)
+    low, high = metric_range(metric)
     return (np.clip(f.predicted, low, high), np.clip(f.lower, low, high), np.clip(f.upper, low, high))
 
 

@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from qoeflow.families import higher_is_better
 from qoeflow.lifecycle.allocation import JobTable, Plan, allocate, base_cost
 from qoeflow.lifecycle.qoe import PRESETS, QoEModel, QoEWeights
 
@@ -67,7 +68,7 @@ def qoe_models(outlooks: Sequence[JobOutlook], weights: str | Sequence[float],
         scales[name] = median if np.isfinite(median) and median > 0 else 1.0
     models = {}
     for task in sorted({o.task for o in outlooks}):
-        models[task] = QoEModel(weights_for(weights, perf_metrics[task]), scales)
+        models[task] = QoEModel(weights_for(weights, perf_metrics[task]), scales, higher_is_better())
     doc = {"scales": scales, "weights": {t: dict(m.weights.weights) for t, m in models.items()},
            "weights_spec": weights if isinstance(weights, str) else list(weights),
            "perf_metrics": {t: list(perf_metrics[t]) for t in models}}
@@ -89,7 +90,7 @@ def qoe_tables(outlooks: Sequence[JobOutlook], models: Mapping[str, QoEModel]) -
 def score_job(model_doc: Mapping, task: str, metrics: Mapping[str, float], train_s: float, t_load: float,
               t_test: float) -> float:
     """E_all of realised numbers under the recorded QoE model (same weights and scales as the plan)."""
-    model = QoEModel(model_doc["weights"][task], model_doc["scales"])
+    model = QoEModel(model_doc["weights"][task], model_doc["scales"], higher_is_better())
     return float(model.score({k: max(float(v), 0.0) for k, v in metrics.items()}, train_s, t_load, t_test))
 
 

@@ -1,7 +1,8 @@
 """Training jobs (paper 000 §II-A): epoch-by-epoch training with per-epoch curves, resumable state,
 divergence detection, task metrics, and single-image test latency.
 
-Losses: cross-entropy for digits; for crowd the squared error of the density map summed over its
+The task family (qoeflow.families) gives the kind of task. Losses: cross-entropy for classification
+(digits); for density maps (crowd) the squared error of the density map summed over its
 pixels and averaged over images (MCNN's Euclidean loss, O(1) for these maps). Crowd metrics use the
 per-image count (the map's sum): ``mae`` = mean |error|, ``mse`` = mean error² (no square root).
 Determinism: the model is initialised from ``seed``; each epoch runs under a torch seed derived from
@@ -21,10 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from qoeflow.data import Split
+from qoeflow.families import FAMILIES
 from qoeflow.models import build_model
 
 OPTIMIZERS = ("adam", "sgd")
-METRICS = {"digits": ("accuracy", "error"), "crowd": ("mae", "mse")}
+KINDS = ("classification", "density")
 EVAL_BATCH = 256
 
 
@@ -44,8 +46,8 @@ class JobSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.task not in METRICS:
-            raise ValueError(f"job '{self.name}': unknown task '{self.task}' (allowed: {', '.join(METRICS)})")
+        if self.task not in FAMILIES:
+            raise ValueError(f"job '{self.name}': unknown task '{self.task}' (allowed: {', '.join(FAMILIES)})")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"job '{self.name}': unknown optimizer '{self.optimizer}' "
                              f"(allowed: {', '.join(OPTIMIZERS)})")
@@ -89,6 +91,9 @@ class TrainingJob:
         if threads is not None:
             torch.set_num_threads(threads)
         self.spec, self.split = spec, split
+        self.kind = FAMILIES[spec.task].kind
+        if self.kind not in KINDS:
+            raise ValueError(f"task family '{spec.task}' has kind '{self.kind}' (training knows {', '.join(KINDS)})")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.seed)
@@ -108,14 +113,14 @@ class TrainingJob:
         with torch.no_grad():
             out = self.model(self.split.x_train[:1].to(self.device))
         self.model.train()
-        want = (1, 10) if self.spec.task == "digits" else tuple(self.split.y_train[:1].shape)
+        want = (1, 10) if self.kind == "classification" else tuple(self.split.y_train[:1].shape)
         if tuple(out.shape) != want:
             raise ValueError(f"job '{self.spec.name}': model output {tuple(out.shape)} does not match targets {want} "
                              f"(crowd models output size/4; use density_stride=4)")
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The task's training loss of a batch."""
-        if self.spec.task == "digits":
+        if self.kind == "classification":
             return F.cross_entropy(output, target)
         return (output - target).pow(2).sum(dim=(1, 2, 3)).mean()
 
@@ -170,7 +175,7 @@ class TrainingJob:
             outputs.append(out.cpu())
         self.model.train(was_training)
         out = torch.cat(outputs)
-        if self.spec.task == "digits":
+        if self.kind == "classification":
             accuracy = (out.argmax(dim=1) == y).double().mean().item()
             metrics = {"accuracy": accuracy, "error": 1.0 - accuracy}
         else:
@@ -179,7 +184,7 @@ class TrainingJob:
         return loss_sum / len(x), metrics
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        """The task's metrics (digits: accuracy, error; crowd: count mae, mse) on ``(x, y)``."""
+        """The family's metrics (classification: accuracy, error; density: count mae, mse) on ``(x, y)``."""
         return self._evaluate(x, y)[1]
 
     def state_dict(self) -> dict:

@@ -4,25 +4,22 @@ from __future__ import annotations
 
 from torch import nn
 
-from qoeflow.models import crowd, digits
+from qoeflow.families import FAMILIES, family
 from qoeflow.models.macs import count_macs, count_params
 
-_BUILDERS = {"digits": digits.BUILDERS, "crowd": crowd.BUILDERS}
+_BUILDERS = {name: f.builders() for name, f in FAMILIES.items()}
 MODELS: dict[str, tuple[str, ...]] = {task: tuple(builders) for task, builders in _BUILDERS.items()}
-DEFAULT_SIZE = {"digits": 32, "crowd": 64}
-CHANNELS = {"digits": 1, "crowd": 3}
 
 
 def _check_task(task: str) -> None:
-    if task not in _BUILDERS:
-        raise ValueError(f"unknown task '{task}' (allowed: {', '.join(_BUILDERS)})")
+    family(task)
 
 
 def input_shape(task: str, size: int | None = None) -> tuple[int, int, int]:
     """Shape of one input of ``task`` (no batch dim): (1, size, size) for digits, (3, size, size) for crowd."""
     _check_task(task)
-    size = DEFAULT_SIZE[task] if size is None else size
-    return (CHANNELS[task], size, size)
+    size = family(task).default_size if size is None else size
+    return (family(task).channels, size, size)
 
 
 def build_model(task: str, name: str, size: int | None = None, **kwargs) -> nn.Module:
@@ -33,7 +30,7 @@ def build_model(task: str, name: str, size: int | None = None, **kwargs) -> nn.M
     _check_task(task)
     if name not in _BUILDERS[task]:
         raise ValueError(f"unknown model '{name}' for task '{task}' (allowed: {', '.join(MODELS[task])})")
-    size = DEFAULT_SIZE[task] if size is None else size
+    size = family(task).default_size if size is None else size
     if task == "crowd" and size % 8:
         raise ValueError(f"crowd models need an input size divisible by 8, got {size}")
     return _BUILDERS[task][name](size=size, **kwargs)

@@ -1,0 +1,219 @@
+"""Schemas of the JSON documents the stages exchange: one pydantic model per document.
+
+Floats must be finite; unknown keys are refused, so a document says exactly what its model says.
+`check_document` raises `ArtifactError` naming the file, the field and the offending value.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, model_validator
+
+from qoeflow.families import FAMILIES, NAMES, metric_range
+from qoeflow.lifecycle.allocation import METHODS as ALLOCATION_METHODS
+from qoeflow.validate import JOB_STATUSES, ArtifactError
+
+Family = Literal[NAMES]  # type: ignore[valid-type]
+Allocator = Literal[ALLOCATION_METHODS]  # type: ignore[valid-type]
+Share = Field(gt=0, le=1)  # a QoE value: every factor lies in (0, 1], and so does their weighted sum
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class JobStats(_Doc):
+    """One training job of `jobs.json`: what it is, its cost, its status and its test metrics."""
+
+    task: Family
+    model: str
+    config: dict[str, Any]
+    params: int = Field(gt=0)
+    macs: int = Field(gt=0)
+    size_bytes: int = Field(gt=0)
+    t_load: float = Field(gt=0)
+    t_test: float = Field(gt=0)
+    status: Literal[JOB_STATUSES]  # type: ignore[valid-type]
+    diverged_at_epoch: int | None = Field(None, ge=1)
+    epochs: int = Field(gt=0)
+    epochs_done: int = Field(ge=0)
+    train_seconds: float = Field(ge=0)
+    test_metrics: dict[str, float]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "JobStats":
+        if self.epochs_done > self.epochs:
+            raise ValueError(f"epochs_done ({self.epochs_done}) exceeds epochs ({self.epochs})")
+        if self.status == "completed" and self.epochs_done != self.epochs:
+            raise ValueError(f"a completed job must have all its epochs: epochs_done {self.epochs_done} of {self.epochs}")
+        names = FAMILIES[self.task].metric_names
+        if self.status == "completed" and sorted(self.test_metrics) != sorted(names):
+            raise ValueError(f"test_metrics {sorted(self.test_metrics)} should be the {self.task} metrics {sorted(names)}")
+        for name, value in self.test_metrics.items():
+            low, high = metric_range(name)
+            if not low <= value <= high:
+                raise ValueError(f"test_metrics.{name} = {value} lies outside [{low}, {high}]")
+        return self
+
+
+class JobsDoc(RootModel[dict[str, JobStats]]):
+    """`jobs.json`: job name -> stats, at least one job."""
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> "JobsDoc":
+        if not self.root:
+            raise ValueError("no jobs")
+        return self
+
+
+class BacktestSummary(_Doc):
+    metric: str
+    method: str
+    mae_last_epoch: float = Field(ge=0)
+    vs_last: float | None = Field(None, ge=0)
+
+
+class BacktestScore(_Doc):
+    job: str
+    metric: str
+    method: str
+    used: str
+    last_epoch_abs_error: float = Field(ge=0)
+
+
+class ScoresDoc(_Doc):
+    """`scores.json`: the forecast backtest, per method and per job."""
+
+    frac: float = Field(gt=0, lt=1)
+    summary: list[BacktestSummary]
+    per_job: list[BacktestScore]
+
+
+class QoEModelDoc(_Doc):
+    scales: dict[str, float]
+    weights: dict[str, dict[str, float]]
+    weights_spec: str | list[float]
+    perf_metrics: dict[str, list[str]]
+
+    @model_validator(mode="after")
+    def _positive_scales(self) -> "QoEModelDoc":
+        bad = {k: v for k, v in self.scales.items() if v <= 0}
+        if bad:
+            raise ValueError(f"scales must be positive, got {bad}")
+        return self
+
+
+class JobTable(_Doc):
+    """One job's candidate epochs (base..max), their cumulative cost and predicted E_all."""
+
+    epochs: list[int]
+    cost_seconds: list[float]
+    qoe: list[float]
+    base_epochs: int = Field(ge=1)
+    max_epochs: int = Field(ge=1)
+    metrics: dict[str, list[float]] | None = None
+
+    @model_validator(mode="after")
+    def _aligned(self) -> "JobTable":
+        if self.epochs != list(range(self.base_epochs, self.max_epochs + 1)):
+            raise ValueError(f"epochs must run from base_epochs {self.base_epochs} to max_epochs {self.max_epochs}")
+        for name, values in {"cost_seconds": self.cost_seconds, "qoe": self.qoe, **(self.metrics or {})}.items():
+            if len(values) != len(self.epochs):
+                raise ValueError(f"{name} has {len(values)} values for {len(self.epochs)} epochs")
+        if any(c < 0 for c in self.cost_seconds) or any(b < a for a, b in zip(self.cost_seconds, self.cost_seconds[1:])):
+            raise ValueError("cost_seconds must be non-negative and non-decreasing")
+        if any(not 0 < q <= 1 for q in self.qoe):
+            raise ValueError(f"qoe values must lie in (0, 1]: {[q for q in self.qoe if not 0 < q <= 1][:5]}")
+        for name, values in (self.metrics or {}).items():
+            low, high = metric_range(name)
+            outside = [v for v in values if not low <= v <= high]
+            if outside:
+                raise ValueError(f"metrics.{name}: predictions outside [{low}, {high}]: {outside[:5]}")
+        return self
+
+
+class PlanDoc(_Doc):
+    epochs: dict[str, int]
+    qoe: dict[str, float]
+    E_sum: float = Field(ge=0)
+    seconds_used: float = Field(ge=0)
+    solve_seconds: float = Field(ge=0)
+
+
+class AllocationDoc(_Doc):
+    """`allocation.json`: the QoE tables, one plan per method, the chosen one, the budget sweep."""
+
+    budget_seconds: float = Field(gt=0)
+    base_cost_seconds: float = Field(ge=0)
+    full_cost_seconds: float = Field(ge=0)
+    weights: dict[str, dict[str, float]]
+    qoe_model: QoEModelDoc
+    jobs: dict[str, JobTable]
+    methods: dict[Allocator, PlanDoc]
+    chosen: Allocator
+    sweep: list[dict[str, Any]]
+
+    @model_validator(mode="after")
+    def _plans_fit_tables(self) -> "AllocationDoc":
+        if self.chosen not in self.methods:
+            raise ValueError(f"chosen method '{self.chosen}' has no plan (plans: {sorted(self.methods)})")
+        for method, plan in self.methods.items():
+            for job, epochs in plan.epochs.items():
+                if job not in self.jobs:
+                    raise ValueError(f"methods.{method}.epochs: job '{job}' has no table")
+                if epochs not in self.jobs[job].epochs:
+                    raise ValueError(f"methods.{method}.epochs.{job} = {epochs} is not a candidate "
+                                     f"({self.jobs[job].base_epochs}..{self.jobs[job].max_epochs})")
+            if plan.seconds_used > self.budget_seconds * (1 + 1e-9):
+                raise ValueError(f"methods.{method}: uses {plan.seconds_used} s of a {self.budget_seconds} s budget")
+        return self
+
+
+class SelectionDoc(_Doc):
+    """`selection.json`: the model the run selects, and the plan's E_sum against reality."""
+
+    selected_job: str
+    task: Family
+    realised_qoe: float = Share
+    method: Allocator
+    E_sum_planned: float = Field(ge=0)
+    E_sum_realised: float = Field(ge=0)
+
+
+class AshaJob(_Doc):
+    epochs: int = Field(ge=0)
+    qoe: float = Field(ge=0, le=1)
+    train_seconds: float = Field(ge=0)
+
+
+class PlannerResult(_Doc):
+    method: Allocator
+    E_sum_realised: float = Field(ge=0)
+    E_sum_planned: float = Field(ge=0)
+
+
+class AshaDoc(_Doc):
+    """`asha.json`: what Ray Tune's ASHA did with the planner's budget, beside the planner's result."""
+
+    budget_seconds: float = Field(gt=0)
+    wall_seconds: float = Field(ge=0)
+    training_seconds: float = Field(ge=0)
+    jobs: dict[str, AshaJob]
+    E_sum: float = Field(ge=0)
+    planner: PlannerResult
+
+
+def check_document(model: type[BaseModel], doc: Any, label: str) -> None:
+    """Validate a parsed JSON document; the error names the file, each bad field and its value."""
+    try:
+        model.model_validate(doc)
+    except ValidationError as exc:
+        problems = []
+        for e in exc.errors()[:10]:
+            field = ".".join(str(p) for p in e["loc"]) or "(document)"
+            shown = e.get("input")
+            value = "" if isinstance(shown, (dict, list)) else f" (got {shown!r})"
+            problems.append(f"field '{field}': {e['msg'].removeprefix('Value error, ')}{value}")
+        more = f" … (+{exc.error_count() - 10} more)" if exc.error_count() > 10 else ""
+        raise ArtifactError(f"{label}: " + "; ".join(problems) + more) from None

@@ -1,0 +1,212 @@
+"""The artifact catalog: every artifact a stage reads or writes, declared once with its kind and schema.
+
+Stages never open an artifact themselves: `ctx.load(name)` and `ctx.save(name, obj)` (tasks/context.py)
+go through the kind declared here, which checks the schema both ways — a Great Expectations suite for
+a table, a pydantic model for a JSON document, a decodable PNG for a figure, loadable torch files for
+weights. Where an artifact lives comes from the DAG (`outs`), so the same catalog serves every DAG.
+Adding a stage means declaring its artifacts here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from pydantic import BaseModel
+
+from qoeflow import schemas, validate
+from qoeflow.validate import ArtifactError
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How one kind of artifact is written, read and checked. `folder`: the artifact is a directory."""
+
+    description = "artifact"
+    folder = False
+
+    def _expect_shape(self, path: Path, label: str) -> None:
+        if self.folder and not path.is_dir():
+            raise ArtifactError(f"{label}: is a file; the catalog declares a {self.description}")
+        if not self.folder and path.is_dir():
+            raise ArtifactError(f"{label}: is a folder; the catalog declares a {self.description}")
+
+    def load(self, path: Path, label: str) -> Any:
+        self._expect_shape(path, label)
+        return self.read(path, label)
+
+    def read(self, path: Path, label: str) -> Any:
+        return path
+
+    def save(self, obj: Any, tmp: Path, label: str) -> None:
+        raise ArtifactError(f"{label}: a {self.description} is written in place by its stage, not saved")
+
+
+@dataclass(frozen=True)
+class Table(Kind):
+    """A CSV table checked by a Great Expectations suite; loads as a DataFrame."""
+
+    check: Callable[[Any, str], None]
+    description = "table (CSV)"
+
+    def read(self, path: Path, label: str):
+        import pandas as pd
+
+        try:
+            df = pd.read_csv(path)
+        except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise ArtifactError(f"{label}: cannot read as CSV: {exc}") from None
+        self.check(df, label)
+        return df
+
+    def save(self, obj: Any, tmp: Path, label: str) -> None:
+        self.check(obj, label)
+        obj.to_csv(tmp, index=False)
+
+
+def _finite_json(value: Any) -> Any:
+    """NaN and infinities as null: JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_json(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Document(Kind):
+    """A JSON document checked by a pydantic model; loads as plain dicts and lists."""
+
+    model: type[BaseModel]
+    description = "JSON document"
+
+    def read(self, path: Path, label: str) -> Any:
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"{label}: not a readable JSON document ({exc})") from None
+        schemas.check_document(self.model, doc, label)
+        return doc
+
+    def save(self, obj: Any, tmp: Path, label: str) -> None:
+        doc = json.loads(json.dumps(obj, default=float))  # plain JSON types, as a reader will see them
+        schemas.check_document(self.model, doc, label)
+        tmp.write_text(json.dumps(_finite_json(doc), indent=2, sort_keys=True) + "\n")
+
+
+@dataclass(frozen=True)
+class Figure(Kind):
+    """A PNG figure; saved from a matplotlib figure, loads as its path once it decodes."""
+
+    dpi: int = 90
+    description = "figure (PNG)"
+
+    def read(self, path: Path, label: str) -> Path:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as image:
+                image.verify()
+                if image.format != "PNG":
+                    raise ArtifactError(f"{label}: a {image.format} image where a PNG is declared")
+        except (OSError, UnidentifiedImageError, SyntaxError) as exc:
+            raise ArtifactError(f"{label}: not a decodable PNG ({exc})") from None
+        return path
+
+    def save(self, obj: Any, tmp: Path, label: str) -> None:
+        obj.savefig(tmp, format="png", dpi=self.dpi)
+        self.read(tmp, label)
+
+
+@dataclass(frozen=True)
+class Page(Kind):
+    """An HTML page; saved from a string."""
+
+    description = "HTML page"
+
+    def read(self, path: Path, label: str) -> str:
+        text = path.read_text()
+        if "<html" not in text[:2000].lower():
+            raise ArtifactError(f"{label}: no <html> element at its start")
+        return text
+
+    def save(self, obj: Any, tmp: Path, label: str) -> None:
+        tmp.write_text(obj)
+        self.read(tmp, label)
+
+
+def _check_torch_files(folder: Path, label: str) -> list[Path]:
+    files = sorted(folder.glob("*.pt"))
+    bad = [f.name for f in files if not zipfile.is_zipfile(f)]
+    if bad:
+        raise ArtifactError(f"{label}: not loadable torch files (truncated or corrupt): {bad}")
+    return files
+
+
+@dataclass(frozen=True)
+class Weights(Kind):
+    """A folder of `NAME.pt` torch files; saved from {name: file}, loads as the folder once every file is whole."""
+
+    folder = True
+    description = "folder of model weights"
+
+    def read(self, path: Path, label: str) -> Path:
+        if not _check_torch_files(path, label):
+            raise ArtifactError(f"{label}: no *.pt file")
+        return path
+
+    def save(self, obj: Mapping[str, Path], tmp: Path, label: str) -> None:
+        tmp.mkdir(parents=True)
+        for name, source in obj.items():
+            shutil.copy2(source, tmp / f"{name}.pt")
+        self.read(tmp, label)
+
+
+@dataclass(frozen=True)
+class Checkpoints(Kind):
+    """A persisted folder of per-job checkpoints that the training loop writes in place, file by file
+    (each atomically); a damaged checkpoint is the training loop's to report, so loading only checks the folder."""
+
+    folder = True
+    description = "folder of checkpoints"
+
+
+CATALOG: dict[str, Kind] = {
+    # train
+    "curves": Table(validate.check_curves),
+    "jobs": Document(schemas.JobsDoc),
+    "models": Weights(),
+    "checkpoints": Checkpoints(),
+    "figure": Figure(),
+    # forecast
+    "forecasts": Table(validate.check_forecasts),
+    "backtest": Table(validate.check_backtest),
+    "scores": Document(schemas.ScoresDoc),
+    "forecast_figure": Figure(dpi=80),
+    # allocate
+    "allocation": Document(schemas.AllocationDoc),
+    "allocation_figure": Figure(dpi=80),
+    # continue
+    "continued_curves": Table(validate.check_curves),
+    "plan_vs_actual": Table(validate.check_plan_vs_actual),
+    "selection": Document(schemas.SelectionDoc),
+    "continued_checkpoints": Checkpoints(),
+    # asha
+    "asha": Document(schemas.AshaDoc),
+    # report
+    "html": Page(),
+}
+
+
+def kind_of(name: str) -> Kind:
+    """The declared kind of artifact `name`."""
+    if name not in CATALOG:
+        raise ArtifactError(f"artifact '{name}' is not declared in the catalog (tasks/catalog.py)")
+    return CATALOG[name]
