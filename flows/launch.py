@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flows.runtime import check_ray_address, prefect_api, ray_init_kwargs
+from flows.runtime import check_ray_address, prefect_api, ray_init_kwargs, reaper
 
 
 class RunFailed(RuntimeError):
@@ -14,7 +14,8 @@ class RunFailed(RuntimeError):
 def launch(root: Path, dag_path: str, params_path: str, sets: list[str], force: list[str], address: str | None) -> None:
     """Run the DAG once as a Prefect flow on Ray; raises RunFailed naming failed stages.
 
-    A local Ray starts while the embedded Prefect server boots; both are stopped at the end."""
+    A local Ray starts while the embedded Prefect server boots; both are stopped at the end, and by the
+    reaper (flows/reaper.py) if this process is killed."""
     if address:
         check_ray_address(address)
     started_ray = []
@@ -23,21 +24,25 @@ def launch(root: Path, dag_path: str, params_path: str, sets: list[str], force: 
         kwargs = ray_init_kwargs(address)  # before importing ray: it reads its settings at import
         import ray
 
-        ray.init(address=address, **kwargs)
+        # "local": a new local instance, never the last `ray start` cluster of this machine that
+        # ray.init() would otherwise join (someone else's, or one that is gone).
+        ray.init(address=address or "local", **kwargs)
         started_ray.append(True)
 
-    try:
-        with prefect_api(root, while_starting=start_ray):
-            from flows.dag_flow import DagRunFailed, with_ray
+    with reaper(root):
+        try:
+            with prefect_api(root, while_starting=start_ray):
+                from flows.dag_flow import DagRunFailed, with_ray
 
-            if address:
-                print(f"Connecting to an existing Ray instance at {address}", flush=True)
-            try:
-                with_ray(address)(root=str(root), dag_path=dag_path, params_path=params_path, sets=sets, force=force)
-            except DagRunFailed as exc:
-                raise RunFailed(str(exc)) from None
-    finally:
-        if started_ray:
-            import ray
+                if address:
+                    print(f"Connecting to an existing Ray instance at {address}", flush=True)
+                try:
+                    with_ray(address)(root=str(root), dag_path=dag_path, params_path=params_path, sets=sets,
+                                      force=force)
+                except DagRunFailed as exc:
+                    raise RunFailed(str(exc)) from None
+        finally:
+            if started_ray:
+                import ray
 
-            ray.shutdown()
+                ray.shutdown()

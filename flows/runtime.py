@@ -7,6 +7,7 @@ at import time.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -71,21 +72,101 @@ def check_ray_address(address: str, timeout: float = 5.0) -> None:
 
 
 @contextlib.contextmanager
+def reaper(root: Path) -> Iterator[None]:
+    """For the block, a watchdog process (flows/reaper.py) that stops every process this one starts
+    meanwhile as soon as this one ends, SIGKILL included, or the block ends. Linux only."""
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    from flows import reaper as reaper_module
+
+    read_end, write_end = os.pipe()  # both close-on-exec: no child but the reaper gets the read end
+    log_path = Path(root) / ".qoeflow" / "reaper.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    me = os.getpid()
+    try:
+        with open(log_path, "a") as log:
+            watcher = subprocess.Popen(
+                [sys.executable, "-I", "-S", reaper_module.__file__, str(me), str(reaper_module.start_time(me)),
+                 str(read_end)],
+                pass_fds=(read_end,), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,  # a signal to this process group (Ctrl-C) does not reach it
+            )
+    finally:
+        os.close(read_end)
+    _REAPERS.append(watcher)
+    try:
+        yield
+    finally:
+        os.close(write_end)  # end of file: the reaper stops what is left of this block's processes
+
+
+_REAPERS: list[subprocess.Popen] = []  # kept referenced: a reaper outlives its Popen object's scope
+
+
+def _dies_with_this_thread(command: list[str]) -> list[str]:
+    """`command`, run so that it gets SIGTERM when the thread that starts it ends, a SIGKILL of this whole
+    process included (Linux PR_SET_PDEATHSIG; start it from the main thread). The signal is set by a tiny
+    exec wrapper rather than a `preexec_fn`, which is unsafe in a process that has threads."""
+    if not sys.platform.startswith("linux"):
+        return command
+    code = ("import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "  # 1: PR_SET_PDEATHSIG
+            f"os.getppid() == {os.getpid()} or sys.exit(1); "  # the parent died before prctl: no signal would come
+            "os.execv(sys.argv[1], sys.argv[1:])")
+    return [sys.executable, "-I", "-S", "-c", code, *command]
+
+
+def _stop_stale_servers(home: Path) -> None:
+    """Stop an embedded server left by a run that ended without stopping it (its owner is gone).
+
+    Each embedded server writes `server-PID.json` (its pid and start time, its owner's) in the Prefect
+    home; a server whose owner still runs (a `qoeflow serve` beside this run) is left alone."""
+    from flows.reaper import is_alive, terminate
+
+    for record in home.glob("server-*.json"):
+        try:
+            info = json.loads(record.read_text())
+            if is_alive(info["owner"], info["owner_started"]):
+                continue
+            terminate({info["pid"]: info["started"]}, grace=10.0)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        record.unlink(missing_ok=True)
+
+
+def _log_tail(path: Path, lines: int = 6) -> str:
+    try:
+        text = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+@contextlib.contextmanager
 def prefect_server(root: Path, while_starting: Callable[[str], None] | None = None,
                    startup_timeout: float = 90.0) -> Iterator[str]:
     """Run one Prefect server on a free localhost port for the duration of the block; yield its API URL.
 
-    `while_starting(url)` runs while the server boots (it takes seconds), e.g. to start Ray meanwhile."""
+    `while_starting(url)` runs while the server boots (it takes seconds), e.g. to start Ray meanwhile.
+    The server gets SIGTERM if this process dies (call this from the main thread); a server left
+    running by an earlier run that died is stopped first."""
+    from flows.reaper import start_time
+
     port = free_port()
     env = {**os.environ, **prefect_env(root), "PREFECT_UI_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
     home = Path(env["PREFECT_HOME"])
     home.mkdir(parents=True, exist_ok=True)
+    _stop_stale_servers(home)
     log_path = home / "server.log"
     prefect_bin = Path(sys.executable).with_name("prefect")
     command = [str(prefect_bin), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     with open(log_path, "w") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(_dies_with_this_thread(command), env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    record = home / f"server-{process.pid}.json"
+    record.write_text(json.dumps({"pid": process.pid, "started": start_time(process.pid), "port": port,
+                                  "owner": os.getpid(), "owner_started": start_time(os.getpid())}))
     url = f"http://127.0.0.1:{port}/api"
     try:
         if while_starting is not None:
@@ -93,7 +174,8 @@ def prefect_server(root: Path, while_starting: Callable[[str], None] | None = No
         deadline = time.monotonic() + startup_timeout
         while True:
             if process.poll() is not None:
-                raise ServiceError(f"the Prefect server exited at start (code {process.returncode}); see {log_path}")
+                raise ServiceError(f"the Prefect server exited at start (code {process.returncode}); see {log_path}: "
+                                   f"{_log_tail(log_path)}")
             try:
                 check_prefect_api(url, timeout=1.0)
                 break
@@ -109,6 +191,7 @@ def prefect_server(root: Path, while_starting: Callable[[str], None] | None = No
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        record.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
