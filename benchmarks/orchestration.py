@@ -79,8 +79,8 @@ def four_jobs(epochs: int) -> dict:
     job = {"task": "digits", "model": "vgg", "epochs": epochs, "lr": 0.002}
     dag["name"] = "four"
     dag["stages"] = {"train": dag["stages"]["train"]}  # the training stage alone is measured
-    dag["overrides"]["train"]["data"]["digits"]["limit"] = None
-    dag["overrides"]["train"]["jobs"] = [{"name": f"vgg-{i}", **job} for i in range(4)]
+    dag["params_file"] = "dags/smoke/params.yaml"  # the smoke params, with four jobs on the whole digits set
+    dag["overrides"] = {"train": {"data": {"digits": {"limit": None}}, "jobs": [{"name": f"vgg-{i}", **job} for i in range(4)]}}
     (project / "dags/four.yaml").write_text(yaml.safe_dump(dag, sort_keys=False))
     ray_wall, _ = timed([str(BIN / "qoeflow"), "run", "--dag", "dags/four.yaml"], project)
     train = next(s for s in last_run(project)["stages"] if s["stage"] == "train")

@@ -32,6 +32,8 @@ def test_run_joins_a_ray_cluster_and_an_existing_prefect_server_with_a_diverging
     assert result.returncode == 0, result.stderr[-5000:]
     output = result.stdout + result.stderr
     assert f"Connecting to an existing Ray instance at {ray_cluster}" in output
+    assert "qoeflow: running" not in output, "no live display when the output is not a terminal"
+    assert "train[digits-mlp] epoch 6/6 train_loss" in output, "plain per-epoch log lines instead"
     assert not (project / ".qoeflow" / "prefect" / "prefect.db").exists(), "no embedded server when PREFECT_API_URL is set"
 
     runs = _flow_runs(prefect_server)
@@ -54,7 +56,9 @@ def _train_only_dag(project) -> str:
     text = (project / "dags/smoke.yaml").read_text().replace("data/smoke/", "data/served/")
     dag = yaml.safe_load(text.replace("dags/smoke", "dags/served"))
     dag["name"] = "served"
-    dag["overrides"]["train"]["jobs"] = dag["overrides"]["train"]["jobs"][:1]
+    dag["params_file"] = "dags/smoke/params.yaml"  # the smoke params, with its first job only
+    jobs = yaml.safe_load((project / "dags/smoke/params.yaml").read_text())["train"]["jobs"]
+    dag["overrides"] = {"train": {"jobs": jobs[:1]}}
     dag["stages"] = {"train": dag["stages"]["train"]}
     (project / "dags/served.yaml").write_text(yaml.safe_dump(dag, sort_keys=False))
     return "dags/served.yaml"

@@ -44,7 +44,8 @@ def to_dvc(
         entry["deps"] = deps
         keys = _params_keys(stage.params, stage.foreach)
         if keys:
-            entry["params"] = keys
+            # The DAG's own params file is tracked whole: keys it does not have yet cannot go stale unseen.
+            entry["params"] = keys + ([{dag.params_file: []}] if dag.params_file else [])
         outs, metrics, plots = [], [], []
         for out in stage.outs.values():
             if out.metric:

@@ -3,6 +3,9 @@
 A DAG names stages; each stage runs a registered task, depends on other stages, declares the
 params keys it reads, the outputs it writes (by name, under `data/`), an optional `foreach`
 fan-out over a list in params, the resources each of its Ray tasks needs, and retries.
+
+A DAG may lay params of its own over `params.yaml`: a `params_file` (a YAML file that DVC tracks as
+params, so `dvc exp run -S FILE:KEY=VALUE` changes what the DAG runs), then inline `overrides`.
 """
 
 from __future__ import annotations
@@ -72,9 +75,20 @@ class Dag(BaseModel):
     name: str
     description: str = ""
     dvc_dir: str = "."
+    params_file: str | None = None
     overrides: dict[str, Any] = {}
     stages: dict[str, Stage]
     path: str = ""
+
+    @field_validator("params_file")
+    @classmethod
+    def _params_file(cls, path: str | None) -> str | None:
+        if path is None:
+            return None
+        clean = Path(path)
+        if clean.is_absolute() or ".." in clean.parts or clean.suffix not in (".yaml", ".yml"):
+            raise ValueError(f"params_file {path!r} must be a relative path to a .yaml file inside the project")
+        return clean.as_posix()
 
     @model_validator(mode="after")
     def _non_empty(self) -> "Dag":
@@ -97,6 +111,17 @@ class Dag(BaseModel):
                     found.add(other)
                     frontier.append(other)
         return found
+
+    def params_overrides(self, root: str | Path) -> dict[str, Any]:
+        """What this DAG lays over `params.yaml`: its `params_file` (if any), then its inline `overrides`."""
+        if self.params_file is None:
+            return self.overrides
+        from qoeflow.params import deep_merge, read_params_file
+
+        path = Path(root) / self.params_file
+        if not path.is_file():
+            raise DagError(f"{self.path or self.name}: params_file {self.params_file}: no such file")
+        return deep_merge(read_params_file(path), self.overrides)
 
     def dvc_file(self) -> str:
         """Where this DAG's exported `dvc.yaml` lives, relative to the project root."""
