@@ -1,88 +1,443 @@
-"""Stage `report`: one HTML page with the run's plots and tables."""
+"""Stage `report`: the run's page, `index.html`, rendered from the templates in `tasks/templates/report/`.
+
+The page opens with a table of contents and a table of the DAG's stages (what each does, its outputs and
+when they were written, its status), then one section per stage of the DAG that the report knows, in the
+DAG's order; stages absent from the DAG have no section. Numbers are formatted for people
+(`qoeflow.humanize`), figures are embedded as PNG data URIs so the page is one self-contained file.
+
+A section is a renderer here and a template: `@section("TASK", "Title")` registers a function
+`(ctx, stage) -> dict` that loads the artifacts it shows (through `ctx.load`, so each is validated) and
+returns what `templates/report/sections/TASK.html.j2` displays (tables as `Table`, figures as `Figure`,
+plain values already formatted). A later stage (compress, bench, deploy, video...) adds one of each; a
+renderer without a template of its own falls back to `sections/_generic.html.j2` (its `text`, `tables`
+and `figures`).
+
+The stage table reads only file metadata of the stages' outputs (existence, size, modification time) and,
+when it describes the outputs on disk, the last `qoeflow run` record (`.qoeflow/runs/last.json`) for
+each stage's status and seconds: see `stage_rows`.
+"""
 
 from __future__ import annotations
 
 import base64
-import html
 import io
-import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
 
 import pandas as pd
 
-from qoeflow.validate import jobs_frame
-from tasks.artifacts import read_curves, read_jobs
+from qoeflow import humanize as hz
+from qoeflow.families import metrics_of
 from tasks.context import StageContext
 
+TEMPLATES = Path(__file__).parent / "templates" / "report"
 
-def _figure_tag(figure) -> str:
+
+# -- what templates display ------------------------------------------------------------------------
+
+
+@dataclass
+class Column:
+    """A table column: its header, whether it holds numbers (right-aligned, tabular figures), a tooltip."""
+
+    label: str
+    numeric: bool = False
+    title: str = ""
+
+
+@dataclass
+class Row:
+    """A table row of formatted cells; `mark` names a CSS class (`chosen`, `best`, `bad`)."""
+
+    cells: list[Any]
+    mark: str = ""
+
+
+@dataclass
+class Table:
+    """A table of already formatted cells; `note` is shown under it."""
+
+    columns: list[Column]
+    rows: list[Row]
+    caption: str = ""
+    note: str = ""
+
+
+@dataclass
+class Figure:
+    """An image embedded as a data URI."""
+
+    src: str
+    alt: str
+    caption: str = ""
+
+
+@dataclass
+class Section:
+    """One stage's section: its anchor is the stage name, its template the stage's task."""
+
+    stage: str
+    task: str
+    title: str
+    description: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+Renderer = Callable[[StageContext, str], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class SectionDef:
+    task: str
+    title: str
+    render: Renderer
+
+
+SECTIONS: dict[str, SectionDef] = {}
+
+
+def section(task: str, title: str) -> Callable[[Renderer], Renderer]:
+    """Register the renderer of the section for stages running `task`."""
+
+    def register(render: Renderer) -> Renderer:
+        SECTIONS[task] = SectionDef(task, title, render)
+        return render
+
+    return register
+
+
+def png_figure(path: Path, alt: str, caption: str = "") -> Figure:
+    """A PNG file (a validated artifact) as an embedded figure."""
+    return Figure("data:image/png;base64," + base64.b64encode(path.read_bytes()).decode(), alt, caption)
+
+
+def matplotlib_figure(figure, alt: str, caption: str = "", dpi: int = 90) -> Figure:
+    """A matplotlib figure as an embedded PNG (the figure is closed)."""
+    import matplotlib.pyplot as plt
+
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
-    data = base64.b64encode(buffer.getvalue()).decode()
-    return f'<img alt="figure" src="data:image/png;base64,{data}">'
+    figure.savefig(buffer, format="png", dpi=dpi)
+    plt.close(figure)
+    return Figure("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(), alt, caption)
 
 
-def _png_tag(path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
+NBSP = "\u00a0"
 
 
-def _table(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="–")
+def parts(*items: str) -> str:
+    """`adam · lr 0.003 · batch 64`: a cell breaks between items only (spaces inside an item do not break)."""
+    return " · ".join(item.replace(" ", NBSP) for item in items if item)
 
 
-def _planning_section(ctx: StageContext) -> str:
-    """Forecast backtest, allocation by method, and plan against reality."""
-    scores = json.loads(ctx.input("scores").read_text())
-    allocation = json.loads(ctx.input("allocation").read_text())
-    selection = json.loads(ctx.input("selection").read_text())
-    asha = json.loads(ctx.input("asha").read_text())
-    asha_jobs = ", ".join(f"{j}: {v['epochs']}" for j, v in asha["jobs"].items())
-    methods = pd.DataFrame([{"method": m, **{k: v for k, v in p.items() if k in ("E_sum", "seconds_used", "solve_seconds")},
-                             "epochs": ", ".join(f"{j}: {e}" for j, e in p["epochs"].items())}
-                            for m, p in allocation["methods"].items()])
-    return f"""
-<h2>Forecasts (backtest at {scores['frac']:.0%} of each curve)</h2>
-{_table(pd.DataFrame(scores['summary']))}
-{_png_tag(ctx.input("forecast_figure"))}
-<h2>Budget allocation: {allocation['budget_seconds']:.1f} s, chosen method <code>{allocation['chosen']}</code></h2>
-{_table(methods)}
-{_png_tag(ctx.input("allocation_figure"))}
-<h2>Plan against reality</h2>
-<p>Selected model: <b>{html.escape(str(selection['selected_job']))}</b> (realised E_all {selection['realised_qoe']:.4f});
-planned E_sum {selection['E_sum_planned']:.4f}, realised {selection['E_sum_realised']:.4f}.</p>
-{_table(pd.read_csv(ctx.input("plan_vs_actual")))}
-<h2>Against Ray Tune ASHA with the same budget</h2>
-<p>ASHA (from scratch, {asha['budget_seconds']:.1f} s budget, {asha['wall_seconds']:.1f} s wall): E_sum
-{asha['E_sum']:.4f} with epochs {html.escape(asha_jobs)}; the planner's realised E_sum {selection['E_sum_realised']:.4f}.</p>
-"""
+def metric_list(values: dict[str, Any], order: list[str] | None = None) -> str:
+    """`accuracy 0.875 · error 0.125` (in the family's metric order when given)."""
+    names = [m for m in (order or []) if m in values] + [m for m in values if m not in (order or [])]
+    return parts(*(f"{m} {hz.number(values[m])}" for m in names))
+
+
+def _family_metrics(task: str) -> list[str]:
+    try:
+        return metrics_of(task)
+    except ValueError:
+        return []
+
+
+def _provided(ctx: StageContext, name: str) -> bool:
+    """Whether one of the report's dependencies writes artifact `name` (so `ctx.load(name)` can read it)."""
+    return any(name in ctx.dag.stages[d].outs for d in ctx.spec.deps)
+
+
+# -- sections --------------------------------------------------------------------------------------
+
+
+@section("train", "Training")
+def train_section(ctx: StageContext, stage: str) -> dict[str, Any]:
+    from qoeflow.plots import curves_figure
+
+    jobs = ctx.load("jobs")
+    curves = ctx.load("curves")
+    columns = [
+        Column("job"), Column("family"), Column("model"), Column("status"),
+        Column("epochs", True, "epochs done of epochs asked"),
+        Column("params", True, "parameters"),
+        Column("MACs", True, "multiply-accumulates for one input"),
+        Column("size", True, "model file size"),
+        Column("training", True, "training seconds, all epochs"),
+        Column("load", True, "time to load the model file"),
+        Column("test / image", True, "median inference time per test image"),
+        Column("test metrics"), Column("settings"),
+    ]
+    rows = []
+    for name, job in jobs.items():
+        config = job["config"]
+        status = job["status"]
+        if job.get("diverged_at_epoch"):
+            status = f"{status} at epoch {job['diverged_at_epoch']}"
+        settings = parts(
+            str(config.get("optimizer", "")),
+            f"lr {hz.number(config['lr'])}" if "lr" in config else "",
+            f"batch {config['batch_size']}" if "batch_size" in config else "",
+            f"seed {config['seed']}" if "seed" in config else "",
+        )
+        rows.append(Row([
+            name, job["task"], job["model"], status,
+            f"{job['epochs_done']} / {job['epochs']}" if job["epochs_done"] != job["epochs"] else str(job["epochs"]),
+            hz.si(job["params"]), hz.si(job["macs"]), hz.size(job["size_bytes"]),
+            hz.seconds(job["train_seconds"]), hz.milliseconds(job["t_load"]), hz.milliseconds(job["t_test"]),
+            metric_list(job["test_metrics"], _family_metrics(job["task"])) or hz.MISSING, settings,
+        ], mark="bad" if job["status"] != "completed" else ""))
+    diverged = [name for name, job in jobs.items() if job["status"] == "diverged"]
+    families = sorted({job["task"] for job in jobs.values()})
+    return {
+        "n_jobs": len(jobs),
+        "families": ", ".join(families),
+        "diverged": ", ".join(diverged),
+        "jobs": Table(columns, rows),
+        "curves": matplotlib_figure(curves_figure(curves), "validation loss and metric per epoch, per job",
+                                    "Validation loss (log scale) and the family's first metric per epoch."),
+    }
+
+
+@section("forecast", "Forecasts")
+def forecast_section(ctx: StageContext, stage: str) -> dict[str, Any]:
+    scores = ctx.load("scores")
+    summary = pd.DataFrame(scores["summary"])
+    best = set()
+    if not summary.empty:
+        best = {(r.metric, r.method) for r in summary.loc[summary.groupby("metric")["mae_last_epoch"].idxmin()].itertuples()}
+    rows = [Row([s["metric"], s["method"], hz.number(s["mae_last_epoch"]), hz.ratio(s.get("vs_last"))],
+                mark="best" if (s["metric"], s["method"]) in best else "") for s in scores["summary"]]
+    per_job = [Row([s["job"], s["metric"], s["method"], s["used"] if s["used"] != s["method"] else "",
+                    hz.number(s["last_epoch_abs_error"])]) for s in scores["per_job"]]
+    return {
+        "frac": hz.percent(scores["frac"]),
+        "summary": Table([Column("metric"), Column("method"),
+                          Column("MAE at the last epoch", True, "mean over jobs of the absolute error at the last epoch"),
+                          Column("vs last", True, "the MAE divided by that of the `last` method: below ×1 is better")],
+                         rows, note="Bold: the lowest MAE for the metric."),
+        "per_job": Table([Column("job"), Column("metric"), Column("method"),
+                          Column("used", title="the method `auto` picked for this curve"),
+                          Column("|error| at the last epoch", True)], per_job),
+        "figure": png_figure(ctx.load("forecast_figure"), "forecast curves with bands, per job"),
+    }
+
+
+@section("allocate", "Budget allocation")
+def allocate_section(ctx: StageContext, stage: str) -> dict[str, Any]:
+    allocation = ctx.load("allocation")
+    budget = allocation["budget_seconds"]
+    chosen = allocation["chosen"]
+    methods = allocation["methods"]
+    method_rows = [Row([
+        method + (" (chosen)" if method == chosen else ""), hz.fixed(plan["E_sum"]),
+        hz.seconds(plan["seconds_used"]), hz.percent(plan["seconds_used"] / budget), hz.milliseconds(plan["solve_seconds"]),
+    ], mark="chosen" if method == chosen else "") for method, plan in methods.items()]
+    job_columns = [Column("job"), Column("candidate epochs", True), Column("cost at base → max", True)] + [
+        Column(method, True, f"epochs given by {method}, and the job's predicted E_all") for method in methods]
+    job_rows = []
+    for job, table in allocation["jobs"].items():
+        cells = [job, f"{table['base_epochs']}–{table['max_epochs']}",
+                 f"{hz.seconds(table['cost_seconds'][0])} → {hz.seconds(table['cost_seconds'][-1])}"]
+        for plan in methods.values():
+            epochs = plan["epochs"].get(job)
+            cells.append(hz.MISSING if epochs is None else f"{epochs} · {hz.fixed(plan['qoe'].get(job))}")
+        job_rows.append(Row(cells))
+    weights = Table([Column("family"), Column("weights of the QoE factors")], [
+        Row([family, parts(*(f"{factor} {hz.number(w)}" for factor, w in factors.items()))])
+        for family, factors in allocation["weights"].items()])
+    return {
+        "budget": hz.duration(budget),
+        "base_cost": hz.duration(allocation["base_cost_seconds"]),
+        "full_cost": hz.duration(allocation["full_cost_seconds"]),
+        "chosen": chosen,
+        "weights_spec": allocation["qoe_model"].get("weights_spec"),
+        "methods": Table([Column("method"), Column("E_sum", True, "sum of the jobs' predicted E_all"),
+                          Column("training seconds", True), Column("of the budget", True),
+                          Column("solve time", True, "the optimiser's own time")], method_rows),
+        "jobs": Table(job_columns, job_rows, note="Each cell: the epochs the method gives the job · the job's predicted E_all at those epochs."),
+        "weights": weights,
+        "figure": png_figure(ctx.load("allocation_figure"), "E_sum by method over a budget sweep"),
+    }
+
+
+@section("continue", "Plan against reality")
+def continue_section(ctx: StageContext, stage: str) -> dict[str, Any]:
+    selection = ctx.load("selection")
+    plan = ctx.load("plan_vs_actual")
+    rows = []
+    for r in plan.to_dict("records"):
+        metrics = [m for m in _family_metrics(r["task"]) if f"predicted_{m}" in r]
+        change = parts(*(f"{m} {hz.number(r[f'predicted_{m}'])} → {hz.number(r[f'actual_{m}'])}" for m in metrics))
+        epochs = f"{r['epochs_done']} / {r['planned_epochs']}" if r["epochs_done"] != r["planned_epochs"] else str(r["planned_epochs"])
+        rows.append(Row([
+            r["job"], r["task"], epochs, r["status"], hz.seconds(r["planned_seconds"]), hz.seconds(r["actual_seconds"]),
+            hz.fixed(r["predicted_qoe"]), hz.fixed(r["realised_qoe"]), change or hz.MISSING,
+        ], mark="chosen" if r["job"] == selection["selected_job"] else ("bad" if r["status"] != "completed" else "")))
+    return {
+        "selection": {k: (hz.fixed(v) if isinstance(v, float) else v) for k, v in selection.items()},
+        "table": Table([Column("job"), Column("family"), Column("epochs", True), Column("status"),
+                        Column("planned seconds", True), Column("actual seconds", True),
+                        Column("E_all predicted", True), Column("E_all realised", True),
+                        Column("metrics predicted → realised")], rows,
+                       note="Highlighted: the selected model."),
+    }
+
+
+@section("asha", "Against Ray Tune ASHA")
+def asha_section(ctx: StageContext, stage: str) -> dict[str, Any]:
+    asha = ctx.load("asha")
+    planner = asha["planner"]
+    realised: dict[str, dict] = {}
+    if _provided(ctx, "plan_vs_actual"):
+        realised = {r["job"]: r for r in ctx.load("plan_vs_actual").to_dict("records")}
+    rows = [Row([job, str(a["epochs"]), hz.fixed(a["qoe"]), hz.seconds(a["train_seconds"]),
+                 str(realised[job]["epochs_done"]) if job in realised else hz.MISSING,
+                 hz.fixed(realised[job]["realised_qoe"]) if job in realised else hz.MISSING])
+            for job, a in asha["jobs"].items()]
+    planner_seconds = sum(r["actual_seconds"] for r in realised.values()) if realised else None
+    better = asha["E_sum"] > planner["E_sum_realised"]
+    return {
+        "budget": hz.duration(asha["budget_seconds"]),
+        "training": hz.duration(asha["training_seconds"]),
+        "wall": hz.duration(asha["wall_seconds"]),
+        "method": planner["method"],
+        "asha_better": better,
+        "compare": Table([Column(""), Column("E_sum", True), Column("training seconds", True)], [
+            Row(["ASHA", hz.fixed(asha["E_sum"]), hz.seconds(asha["training_seconds"])], mark="best" if better else ""),
+            Row([f"planner ({planner['method']}), realised", hz.fixed(planner["E_sum_realised"]),
+                 hz.seconds(planner_seconds)], mark="" if better else "best"),
+            Row([f"planner ({planner['method']}), planned", hz.fixed(planner["E_sum_planned"]), hz.MISSING]),
+        ]),
+        "jobs": Table([Column("job"), Column("ASHA epochs", True), Column("ASHA E_all", True),
+                       Column("ASHA training", True), Column("planner epochs", True),
+                       Column("planner E_all", True, "realised")], rows),
+    }
+
+
+# -- the stage table -------------------------------------------------------------------------------
+
+
+def _when(stamp: float, now: float) -> dict[str, str]:
+    """`19:36:02` and `3 min 05 s ago` (the date too when it is not the page's day)."""
+    moment = datetime.fromtimestamp(stamp)
+    clock = moment.strftime("%H:%M:%S" if moment.date() == datetime.fromtimestamp(now).date() else "%Y-%m-%d %H:%M")
+    ago = now - stamp
+    return {"clock": clock, "ago": "just now" if ago < 1 else f"{hz.duration(round(ago))} ago"}
+
+
+def _common_folder(paths: list[str]) -> str:
+    """`data/smoke/train/` for outputs that all live there; empty when they do not share a folder."""
+    folders = {p.rpartition("/")[0] for p in paths}
+    return f"{folders.pop()}/" if len(folders) == 1 and "" not in folders else ""
+
+
+STATUS_CLASSES = {"ran", "cached", "done", "writing", "older", "incomplete", "not"}  # first word of a status
+
+
+def stage_rows(ctx: StageContext, now: float, anchors: set[str]) -> list[dict[str, Any]]:
+    """One row per DAG stage: what it does, its outputs (size), when they were written, status and seconds.
+
+    The status comes from the files: every output present -> `done`; an output older than an output of a
+    stage it depends on -> `older than its inputs` (DVC would call it stale); none -> `not written`. The
+    `qoeflow run` record (`ctx.run_record()`: written as each stage of a run ends, never a DVC dependency)
+    adds a stage's status and seconds only when it was written after every output of that stage: then it
+    describes the files on disk. Otherwise (a stage run since by `qoeflow stage` or `dvc repro`, a record
+    of an earlier run) it is left out rather than shown wrong. Only file metadata is read here, never an
+    artifact."""
+    record, record_time = ctx.run_record()
+    written: dict[str, float | None] = {}
+    rows = []
+    for name in ctx.dag.order():
+        stage = ctx.dag.stages[name]
+        outputs, times = [], []
+        for out in stage.outs.values():
+            path = ctx.root / out.path
+            shown = {"path": out.path, "name": out.path.rpartition("/")[2], "size": "", "missing": False}
+            outputs.append(shown)
+            if name == ctx.stage:
+                continue
+            try:
+                stat = path.stat()
+            except OSError:
+                shown["missing"] = True
+                continue
+            times.append(stat.st_mtime)
+            shown["size"] = hz.size(stat.st_size) if path.is_file() else "folder"
+        complete = bool(times) and len(times) == len(stage.outs)
+        written[name] = max(times) if complete else None
+        entry = record.get(name, {})
+        seconds = hz.MISSING
+        if name == ctx.stage:
+            status = "writing this page"
+        elif not times:
+            status = "not written"
+        elif not complete:
+            status = "incomplete"
+        elif any(written.get(d) is not None and written[d] > min(times) + 1 for d in stage.deps):
+            status = "older than its inputs"
+        elif entry.get("status") in ("ran", "cached") and max(times) <= record_time + 1:
+            status = f"{entry['status']} (qoeflow run)"
+            if entry["status"] == "ran":
+                seconds = hz.seconds(entry.get("seconds"))
+        else:
+            status = "done"
+        first = status.split(" ")[0]
+        rows.append({
+            "stage": name, "task": stage.task, "anchor": name if name in anchors else "",
+            "description": stage.description,
+            "folder": _common_folder([o["path"] for o in outputs]), "outputs": outputs,
+            "status": status, "status_class": first if first in STATUS_CLASSES else "", "seconds": seconds,
+            "written": (_when(written[name], now) if written[name]
+                        else {"clock": "now" if name == ctx.stage else hz.MISSING, "ago": ""}),
+        })
+    return rows
+
+
+# -- the stage -------------------------------------------------------------------------------------
+
+
+def build_sections(ctx: StageContext) -> list[Section]:
+    """One section per stage of the DAG, in its order, for each task the report knows; the report reads
+    only the artifacts of its own dependencies, so a known stage that it does not depend on is left out."""
+    sections = []
+    for name in ctx.dag.order():
+        stage = ctx.dag.stages[name]
+        if name == ctx.stage or stage.task not in SECTIONS or name not in ctx.spec.deps:
+            continue
+        known = SECTIONS[stage.task]
+        sections.append(Section(name, stage.task, known.title, stage.description, known.render(ctx, name)))
+    return sections
+
+
+def environment():
+    """The Jinja environment of the report templates (autoescaped; an undefined name is an error)."""
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined,
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+    )
+
+
+def render_page(ctx: StageContext, now: float | None = None) -> str:
+    """The page's HTML."""
+    now = time.time() if now is None else now
+    sections = build_sections(ctx)
+    stages = stage_rows(ctx, now, {s.stage for s in sections})
+    return environment().get_template("page.html.j2").render(
+        title=ctx.params.report.title,
+        dag=ctx.dag,
+        generated=datetime.fromtimestamp(now).strftime("%Y-%m-%d %H:%M:%S"),
+        stages=stages,
+        show_seconds=any(row["seconds"] != hz.MISSING for row in stages),
+        sections=sections,
+    )
 
 
 def run(ctx: StageContext) -> dict:
-    """Read the validated artifacts and write `index.html`."""
-    from qoeflow.plots import curves_figure
-
-    curves = read_curves(ctx.input("curves"), ctx.root)
-    jobs = read_jobs(ctx.input("jobs"), ctx.root)
-    table = jobs_frame(jobs)
-    for name, info in jobs.items():
-        for metric, value in info.get("test_metrics", {}).items():
-            table.loc[table["job"] == name, f"test_{metric}"] = value
-    shown = table.drop(columns=[c for c in ("diverged_at_epoch",) if c in table])
-    title = html.escape(ctx.params.report.title)
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{title}</title>
-<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} img{{max-width:100%}}</style></head>
-<body><h1>{title}</h1>
-<p>DAG <code>{html.escape(ctx.dag.path)}</code>: {len(jobs)} training jobs,
-{int((table['status'] == 'diverged').sum())} diverged.</p>
-<h2>Training jobs</h2>
-{_table(shown)}
-<h2>Training curves</h2>
-{_figure_tag(curves_figure(curves))}
-{_planning_section(ctx)}
-</body></html>
-"""
-    tmp = ctx.temp_output("html")
-    tmp.write_text(page)
+    """Render the page from the validated artifacts and save `index.html`."""
+    ctx.save("html", render_page(ctx))
     return {"outputs": ctx.publish()}
