@@ -4,6 +4,7 @@ so that `qoeflow run` and `dvc repro` agree on what is stale."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -11,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qoeflow.dag.codedeps import module_closure, module_templates
 from qoeflow.dag.dvc_export import render, to_dvc
 from qoeflow.dag.spec import Dag, lookup
 from qoeflow.params import effective_tree
@@ -25,13 +27,17 @@ class Outcome:
     status: str  # ran | cached | failed | blocked | pending
     seconds: float = 0.0
     compute_seconds: float = 0.0
+    critical_seconds: float = 0.0  # compute on the stage's critical path (its longest item, then its gather)
     outputs: list[str] = field(default_factory=list)
     message: str = ""
 
 
-def write_summary(root: Path, dag_path: str, wall_seconds: float, outcomes: list[Outcome]) -> dict[str, Any]:
-    """Record the run's outcome in `.qoeflow/runs/last.json` (the summary table and benchmarks read it)."""
-    summary = {"dag": dag_path, "wall_seconds": wall_seconds, "stages": [asdict(o) for o in outcomes]}
+def write_summary(root: Path, dag_path: str, wall_seconds: float, outcomes: list[Outcome],
+                  timings: dict[str, float] | None = None) -> dict[str, Any]:
+    """Record the run's outcome in `.qoeflow/runs/last.json` (the summary table and benchmarks read it);
+    `timings`: seconds of driver work by kind (DVC status and commit, submitting, waiting...)."""
+    summary = {"dag": dag_path, "wall_seconds": wall_seconds, "stages": [asdict(o) for o in outcomes],
+               "timings": dict(timings or {})}
     record = root / ".qoeflow" / "runs" / "last.json"
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(summary, indent=2))
@@ -39,10 +45,11 @@ def write_summary(root: Path, dag_path: str, wall_seconds: float, outcomes: list
 
 
 def off_the_books(root: Path, dag: Dag, run_tree: dict) -> set[str]:
-    """Stages whose declared params differ from what DVC sees in params.yaml (and their dependents).
+    """Stages whose declared params differ from what DVC sees in params.yaml and the DAG's params file (and their
+    dependents).
 
     They always run and are never committed, so dvc.lock never records outputs under the wrong params."""
-    file_tree = effective_tree(root / "params.yaml", dag.overrides)
+    file_tree = effective_tree(root / "params.yaml", dag.params_overrides(root))
     off: set[str] = set()
     for name in dag.order():
         stage = dag.stages[name]
@@ -52,9 +59,16 @@ def off_the_books(root: Path, dag: Dag, run_tree: dict) -> set[str]:
     return off
 
 
-def dvc_text(dag: Dag) -> str:
-    """The dvc.yaml text exported from a DAG."""
-    code = {name: t.code for name, t in REGISTRY.items()}
+def stage_code(root: Path, task: str) -> list[str]:
+    """The project files a stage's code imports (its task module and the stage runner), transitively, and
+    its task module's templates."""
+    module = REGISTRY[task].module
+    return module_closure(root, [module, "tasks.runner"]) + module_templates(root.resolve(), module)
+
+
+def dvc_text(root: Path, dag: Dag) -> str:
+    """The dvc.yaml text exported from a DAG; each stage's code dependencies derived from its imports."""
+    code = {stage.task: stage_code(root, stage.task) for stage in dag.stages.values()}
     inputs = {name: t.inputs for name, t in REGISTRY.items()}
     return render(dag, to_dvc(dag, code, inputs))
 
@@ -62,7 +76,7 @@ def dvc_text(dag: Dag) -> str:
 def sync_dvc_file(root: Path, dag: Dag) -> bool:
     """Write the DAG's dvc.yaml if it differs from the export; True when it was written."""
     path = root / dag.dvc_file()
-    text = dvc_text(dag)
+    text = dvc_text(root, dag)
     if path.exists() and path.read_text() == text:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,14 +85,42 @@ def sync_dvc_file(root: Path, dag: Dag) -> bool:
 
 
 def ensure_dvc_repo(root: Path) -> bool:
-    """`dvc init` the project if it is not a DVC repository yet; True when it did."""
+    """`dvc init` the project if it is not a DVC repository yet; True when it did.
+
+    One that is, outside any git repository, is switched to DVC without git (`ensure_scm`)."""
     if (root / ".dvc").is_dir():
+        ensure_scm(root)
         return False
     args = [sys.executable, "-m", "dvc", "init", "-q"] + ([] if (root / ".git").exists() else ["--no-scm"])
     subprocess.run(args, cwd=root, check=True)
     ignore = root / ".dvcignore"
     with ignore.open("a") as f:
         f.write("__pycache__/\n*.pyc\n.qoeflow/\n")
+    return True
+
+
+def ensure_scm(root: Path) -> bool:
+    """Let DVC run in a project that has `.dvc/` but is in no git repository (a downloaded archive, a copy
+    without `.git`), where DVC stops with `SCMError: ... is not a git repository`: set `core.no_scm` in
+    `.dvc/config.local` (this copy only; never committed) and say so in one line. True when it did."""
+    if not (root / ".dvc").is_dir():
+        return False
+    from dvc.config import Config
+    from dvc.scm import SCM, SCMError
+
+    config = Config(dvc_dir=str(root / ".dvc"))
+    if config["core"].get("no_scm"):
+        return False
+    try:
+        SCM(str(root))
+        return False
+    except SCMError:
+        pass
+    with config.edit("local") as conf:
+        conf["core"]["no_scm"] = True
+    print(f"note: {root} is not in a git repository, so DVC runs here without git (core.no_scm in .dvc/config.local); "
+          "to version it with git: `git init`, then `dvc config --local --unset core.no_scm`",
+          file=sys.stderr, flush=True)
     return True
 
 
@@ -89,6 +131,9 @@ class DvcBook:
         self.root = root
         self.dvc_file = dag.dvc_file()
         self._lock = threading.Lock()
+        # DVC's INFO lines and progress bars ("Waiting to acquire lock", "Computing hashes", drawn on a
+        # terminal even when nothing waits) would interleave with the run's own display.
+        logging.getLogger("dvc").setLevel(logging.WARNING)
 
     def _repo(self):
         from dvc.repo import Repo

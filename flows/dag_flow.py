@@ -8,8 +8,11 @@ sees them as up to date too. A failed stage stops its dependents only.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
 from flows.bookkeeping import DvcBook, Outcome, ensure_dvc_repo, off_the_books, sync_dvc_file, write_summary
+from flows.progress import BOARD_PREFIX, LiveView, reporter
 from flows.runtime import ray_init_kwargs
 from qoeflow.dag.spec import load_dag
 from tasks import REGISTRY
@@ -30,31 +34,46 @@ class DagRunFailed(RuntimeError):
     """At least one stage failed; the message names them."""
 
 
-def _context(root: str, dag_path: str, stage: str, tree: dict):
+def _context(root: str, dag_path: str, stage: str, tree: dict, board: str):
     dag = load_dag(Path(root) / dag_path)
     dag.path = dag_path
-    return make_context(Path(root), dag, stage, tree, log=get_run_logger().info)
+    return make_context(Path(root), dag, stage, tree, log=get_run_logger().info, progress=reporter(board, stage))
 
 
 @task(name="stage-item")
-def item_task(root: str, dag_path: str, stage: str, tree: dict, index: int) -> dict:
+def item_task(root: str, dag_path: str, stage: str, tree: dict, board: str, index: int) -> dict:
     """One `foreach` item of a stage, on a Ray worker."""
     os.chdir(root)
-    return run_item(_context(root, dag_path, stage, tree), index)
+    return run_item(_context(root, dag_path, stage, tree, board), index)
 
 
 @task(name="stage-gather")
-def gather_task(root: str, dag_path: str, stage: str, tree: dict, items: list[dict]) -> dict:
+def gather_task(root: str, dag_path: str, stage: str, tree: dict, board: str, items: list[dict]) -> dict:
     """The gather step of a `foreach` stage, on a Ray worker."""
     os.chdir(root)
-    return run_gather(_context(root, dag_path, stage, tree), items)
+    return run_gather(_context(root, dag_path, stage, tree, board), items)
 
 
 @task(name="stage")
-def single_task(root: str, dag_path: str, stage: str, tree: dict) -> dict:
+def single_task(root: str, dag_path: str, stage: str, tree: dict, board: str) -> dict:
     """A stage without fan-out, on a Ray worker."""
     os.chdir(root)
-    return run_single(_context(root, dag_path, stage, tree))
+    return run_single(_context(root, dag_path, stage, tree, board))
+
+
+class _Clock:
+    """Adds the seconds spent in each kind of driver work to `timings` (the overhead breakdown of a run)."""
+
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings = timings
+
+    @contextlib.contextmanager
+    def __call__(self, key: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - start
 
 
 class _StageRun:
@@ -78,7 +97,9 @@ def _failure_message(state: State) -> str:
 @flow(
     name="qoeflow-dag",
     log_prints=True,
-    task_runner=RayTaskRunner(address=os.environ.get("RAY_ADDRESS"), init_kwargs=ray_init_kwargs(os.environ.get("RAY_ADDRESS"))),
+    # "local": a Ray of its own (scheduled runs), never the last `ray start` cluster that ray.init() would join
+    task_runner=RayTaskRunner(address=os.environ.get("RAY_ADDRESS") or "local",
+                              init_kwargs=ray_init_kwargs(os.environ.get("RAY_ADDRESS"))),
 )
 def dag_flow(
     root: str,
@@ -100,17 +121,21 @@ def dag_flow(
     if sync_dvc_file(root_path, dag):
         logger.info("wrote %s from %s", dag.dvc_file(), dag_path)
     book = DvcBook(root_path, dag)
+    timings: dict[str, float] = {"prepare": time.perf_counter() - started}
+    clock = _Clock(timings)
     off_books = off_the_books(root_path, dag, tree)
     if off_books:
         logger.warning("params differ from params.yaml for %s: these run and are not recorded in dvc.lock", sorted(off_books))
 
     outcomes = {name: Outcome(name, "pending") for name in dag.order()}
     running: dict[str, _StageRun] = {}
+    view = LiveView(f"{BOARD_PREFIX}{uuid.uuid4().hex[:12]}", enabled=sys.stderr.isatty())
 
     def submit(name: str) -> None:
         stage = dag.stages[name]
         opts = {"num_cpus": stage.resources.cpus, "num_gpus": stage.resources.gpus}
-        args = (root, dag_path, name, tree)
+        args = (root, dag_path, name, tree, view.board_name)
+        view.stage_started(name)
         with remote_options(**opts):
             if REGISTRY[stage.task].fans_out:
                 items = make_context(root_path, dag, name, tree).items()
@@ -136,7 +161,8 @@ def dag_flow(
             if any(outcomes[d].status not in ("ran", "cached") for d in deps):
                 continue
             if name not in (force or []) and name not in off_books:
-                reasons = book.stale_reasons(name)
+                with clock("dvc_status"):
+                    reasons = book.stale_reasons(name)
                 if not reasons:
                     outcome.status = "cached"
                     outcome.outputs = [o.path for o in dag.stages[name].outs.values()]
@@ -144,7 +170,8 @@ def dag_flow(
                     continue
                 logger.info("stage %s: stale (%s)", name, "; ".join(reasons)[:300])
             logger.info("stage %s: submitting to Ray", name)
-            submit(name)
+            with clock("submit"):
+                submit(name)
 
     def advance(run: _StageRun) -> None:
         states = [f.state for f in run.futures]
@@ -152,50 +179,65 @@ def dag_flow(
         outcome = outcomes[run.name]
         if failed:
             del running[run.name]
+            view.stage_ended(run.name)
             outcome.status, outcome.seconds = "failed", time.perf_counter() - run.start
             outcome.message = _failure_message(failed[0])
             logger.error("stage %s FAILED: %s", run.name, outcome.message)
+            record()
             return
-        results = [f.result() for f in run.futures]
+        with clock("results"):
+            results = [f.result() for f in run.futures]
         if run.phase == "items":
-            with remote_options(num_cpus=1):
+            with remote_options(num_cpus=1), clock("submit"):
                 run.futures = [
-                    gather_task.with_options(task_run_name=f"{run.name}[gather]").submit(root, dag_path, run.name, tree, results)
+                    gather_task.with_options(task_run_name=f"{run.name}[gather]").submit(root, dag_path, run.name, tree,
+                                                                                         view.board_name, results)
                 ]
             run.phase = "gather"
             return
         del running[run.name]
+        view.stage_ended(run.name)
         summary = results[0]
         if run.name not in off_books:
-            book.commit(run.name)
+            with clock("dvc_commit"):
+                book.commit(run.name)
         outcome.status = "ran"
         outcome.seconds = time.perf_counter() - run.start
         outcome.compute_seconds = float(summary.get("compute_seconds", 0.0))
+        outcome.critical_seconds = float(summary.get("critical_seconds", outcome.compute_seconds))
         outcome.outputs = list(summary.get("outputs", []))
-        if summary.get("diverged"):
-            outcome.message = f"diverged: {', '.join(summary['diverged'])}"
+        notes = ([f"diverged: {', '.join(summary['diverged'])}"] if summary.get("diverged") else []) + list(summary.get("notes", []))
+        outcome.message = "; ".join(notes)
         logger.info("stage %s: ran in %.1f s", run.name, outcome.seconds)
+        record()
+
+    def record() -> None:  # the run so far, for the stages that come next (the report shows it)
+        write_summary(root_path, dag_path, time.perf_counter() - started, [o for o in outcomes.values()
+                                                                         if o.status != "pending"], timings)
 
     finished: set = set()  # Ray object refs whose task has ended
-
-    schedule()
-    while running:
-        # Block on the refs still pending only: a ref already done would make ray.wait return at once,
-        # and the loop would hammer the Prefect API with state reads (measured: server at 70 % CPU).
-        pending = [f.wrapped_future for r in running.values() for f in r.futures if f.wrapped_future not in finished]
-        if pending:
-            ready, _ = ray.wait(pending, num_returns=1, timeout=5.0)
-            if ready:
-                ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0)
-            finished.update(ready)
-        for run in list(running.values()):
-            if all(f.wrapped_future in finished for f in run.futures):
-                for f in run.futures:
-                    f.wait(timeout=0)  # records the final state Ray returned
-                advance(run)
+    with view:
         schedule()
+        while running:
+            # Block on the refs still pending only: a ref already done would make ray.wait return at once,
+            # and the loop would hammer the Prefect API with state reads (measured: server at 70 % CPU).
+            pending = [f.wrapped_future for r in running.values() for f in r.futures if f.wrapped_future not in finished]
+            if pending:
+                with clock("waiting"):
+                    ready, _ = ray.wait(pending, num_returns=1, timeout=0.5 if view.enabled else 5.0)
+                if ready:
+                    ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0)
+                finished.update(ready)
+            view.refresh()
+            for run in list(running.values()):
+                if all(f.wrapped_future in finished for f in run.futures):
+                    with clock("results"):
+                        for f in run.futures:
+                            f.wait(timeout=0)  # records the final state Ray returned
+                    advance(run)
+            schedule()
 
-    summary = write_summary(root_path, dag_path, time.perf_counter() - started, list(outcomes.values()))
+    summary = write_summary(root_path, dag_path, time.perf_counter() - started, list(outcomes.values()), timings)
     bad = [o for o in outcomes.values() if o.status == "failed"]
     if bad:
         raise DagRunFailed("; ".join(f"stage '{o.stage}' failed: {o.message}" for o in bad))

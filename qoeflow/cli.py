@@ -47,8 +47,21 @@ def summary_table(summary: dict):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from qoeflow.runlock import ProjectBusy, run_lock
+
+    try:
+        # One run at a time per project. Taken first, so that a second run is refused at once, before
+        # anything is loaded, written or started; the kernel releases it when this process ends, however it ends.
+        with run_lock(Path.cwd(), args.dag) as held:
+            return _run(args, held)
+    except ProjectBusy as exc:
+        return _fail(str(exc))
+
+
+def _run(args: argparse.Namespace, held) -> int:
     from qoeflow.dag.spec import DagError
     from qoeflow.params import ParamsError
+    import flows  # noqa: F401  registers the stages whose code lives in flows/
     from tasks.runner import load_project
 
     root = Path.cwd()
@@ -59,6 +72,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise DagError(f"--force: no stage(s) {unknown} in {args.dag} (stages: {', '.join(dag.stages)})")
     except (DagError, ParamsError) as exc:
         return _fail(str(exc))
+    from qoeflow.runlock import hold_outputs
+
+    # DVC's own write lock on every output: a `dvc repro` started beside this run stops before it
+    # deletes or writes anything, naming this process.
+    with hold_outputs(root, held, [out.path for stage in dag.stages.values() for out in stage.outs.values()]):
+        return _run_locked(args, root, dag, tree)
+
+
+def _run_locked(args: argparse.Namespace, root: Path, dag, tree: dict) -> int:
     record = root / ".qoeflow" / "runs" / "last.json"
     record.unlink(missing_ok=True)
     if not args.force and _nothing_to_do(root, dag, tree, args.dag):
@@ -85,12 +107,13 @@ def _nothing_to_do(root: Path, dag, tree: dict, dag_path: str) -> bool:
     or Ray is started at all, as `dvc repro` would do nothing."""
     import time
 
-    from flows.bookkeeping import DvcBook, Outcome, dvc_text, off_the_books, write_summary
+    from flows.bookkeeping import DvcBook, Outcome, dvc_text, ensure_scm, off_the_books, write_summary
 
     start = time.perf_counter()
     dvc_file = root / dag.dvc_file()
-    if not (root / ".dvc").is_dir() or not dvc_file.exists() or dvc_file.read_text() != dvc_text(dag):
+    if not (root / ".dvc").is_dir() or not dvc_file.exists() or dvc_file.read_text() != dvc_text(root, dag):
         return False
+    ensure_scm(root)
     if off_the_books(root, dag, tree):
         return False
     book = DvcBook(root, dag)
@@ -106,12 +129,25 @@ def _nothing_to_do(root: Path, dag, tree: dict, dag_path: str) -> bool:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
+    from qoeflow.runlock import ProjectBusy, run_lock
+
+    try:
+        # Refused while a `qoeflow run` (or another stage) runs in this project; in a process that holds
+        # the lock, or one that process started, the lock is entered again, not waited for.
+        with run_lock(Path.cwd(), args.dag):
+            return _stage(args)
+    except ProjectBusy as exc:
+        return _fail(str(exc))
+
+
+def _stage(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from qoeflow.dag.spec import DagError
     from qoeflow.params import ParamsError
     from tasks.context import StageError
+    import flows  # noqa: F401  registers the stages whose code lives in flows/
     from tasks.runner import load_project, make_context, run_stage
 
     root = Path.cwd()
@@ -139,12 +175,15 @@ def cmd_stage(args: argparse.Namespace) -> int:
             return _fail(f"stage '{args.name}' failed: {exc}", 1)
     _console().print(f"stage [bold]{args.name}[/] ran in {summary['compute_seconds']:.1f} s: "
                      f"{', '.join(summary.get('outputs', []))}", highlight=False)
+    for note in summary.get("notes", []):
+        _console().print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     return 0
 
 
 def cmd_dag(args: argparse.Namespace) -> int:
     from qoeflow.dag.spec import DagError
     from qoeflow.params import ParamsError
+    import flows  # noqa: F401  registers the stages whose code lives in flows/
     from tasks.runner import load_project
 
     root = Path.cwd()
@@ -168,7 +207,7 @@ def cmd_dag(args: argparse.Namespace) -> int:
     from flows.bookkeeping import dvc_text
 
     path = root / dag.dvc_file()
-    text = dvc_text(dag)
+    text = dvc_text(root, dag)
     if args.check:
         if not path.exists() or path.read_text() != text:
             return _fail(f"{dag.dvc_file()} is out of sync with {args.dag}; run `qoeflow dag export-dvc --dag {args.dag}`", 1)
@@ -180,9 +219,11 @@ def cmd_dag(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_versioning(args: argparse.Namespace) -> int:
+    """`qoeflow push` / `qoeflow pull`: every stage output the DAG's dvc.lock records, to or from a DVC remote."""
     from qoeflow.dag.spec import DagError
     from qoeflow.params import ParamsError
+    import flows  # noqa: F401  registers the stages whose code lives in flows/
     from tasks.runner import load_project
 
     root = Path.cwd()
@@ -190,12 +231,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
         dag, _, _ = load_project(root, args.dag, args.params)
     except (DagError, ParamsError) as exc:
         return _fail(str(exc))
-    from flows.runtime import ServiceError, check_ray_address, prefect_api
+    from flows import versioning
+
+    try:
+        lines = getattr(versioning, args.command)(root, dag, args.remote)
+    except versioning.VersioningError as exc:
+        return _fail(str(exc), 1)
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from qoeflow.dag.spec import DagError
+    from qoeflow.params import ParamsError
+    import flows  # noqa: F401  registers the stages whose code lives in flows/
+    from tasks.runner import load_project
+
+    root = Path.cwd()
+    try:
+        dag, _, _ = load_project(root, args.dag, args.params)
+    except (DagError, ParamsError) as exc:
+        return _fail(str(exc))
+    from flows.runtime import ServiceError, check_ray_address, prefect_api, reaper
 
     try:
         if os.environ.get("RAY_ADDRESS"):
             check_ray_address(os.environ["RAY_ADDRESS"])
-        with prefect_api(root) as url:
+        # Each scheduled run takes the project's run lock (flows/serving.py); the reaper stops the
+        # server and the runs' processes if this process is killed.
+        with reaper(root), prefect_api(root) as url:
             from flows.serving import serve
 
             _console().print(f"serving {args.dag} on Prefect API {url}; Ctrl-C to stop", highlight=False)
@@ -254,6 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
     dag.add_argument("--params", default="params.yaml")
     dag.add_argument("--check", action="store_true", help="with export-dvc: exit 1 when the committed dvc.yaml differs")
     dag.set_defaults(func=cmd_dag)
+
+    for verb, where in (("push", "to"), ("pull", "from")):
+        versioning = sub.add_parser(verb, help=f"{verb} the outputs the DAG's dvc.lock records {where} a DVC remote")
+        versioning.add_argument("--dag", default=DEFAULT_DAG)
+        versioning.add_argument("--params", default="params.yaml")
+        versioning.add_argument("-r", "--remote", default=None,
+                                help="a configured DVC remote (default: DVC's default, else ~/.cache/qoeflow/dvc-remote)")
+        versioning.set_defaults(func=cmd_versioning)
 
     serve = sub.add_parser("serve", help="serve the DAG's flow as a Prefect deployment on a schedule")
     serve.add_argument("--dag", default=DEFAULT_DAG)

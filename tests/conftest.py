@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
+import re
+import select
 import shutil
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import time
 import urllib.request
 from pathlib import Path
@@ -113,3 +119,46 @@ def ray_cluster(tmp_path_factory):
                    env=env, check=True, capture_output=True, timeout=120)
     yield f"127.0.0.1:{port}"
     subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+SMOKE = ["--dag", "dags/smoke.yaml"]
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def qoeflow_on_terminal(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `qoeflow` on a pseudo-terminal (160 × 50), as a person at a terminal would; the screen's text,
+    escape sequences removed, is the result's stdout."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
+    proc = subprocess.Popen([str(BIN / "qoeflow"), *args], cwd=cwd, env=clean_env(TERM="xterm-256color"),
+                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    chunks, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 1.0)
+        if not ready:
+            continue
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: every writer has closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    code = proc.wait(timeout=max(deadline - time.monotonic(), 1))
+    text = ANSI.sub("", b"".join(chunks).decode(errors="replace")).replace("\r", "\n")
+    return subprocess.CompletedProcess(proc.args, code, stdout=text, stderr="")
+
+
+@pytest.fixture(scope="session")
+def smoke_project(tmp_path_factory):
+    """One project copy with a completed `qoeflow run` of the smoke DAG (on a terminal), shared by the
+    modules that read its artifacts (each leaves it as it found it) and test_run_smoke.py (which changes
+    it last)."""
+    project = make_project(tmp_path_factory.mktemp("smoke"))
+    result = qoeflow_on_terminal("run", *SMOKE, cwd=project)
+    assert result.returncode == 0, result.stdout[-6000:]
+    return project, result

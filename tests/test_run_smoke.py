@@ -1,34 +1,32 @@
 """The smoke DAG through `qoeflow run`: a real embedded Prefect server, a real local Ray, DVC bookkeeping.
 
-The tests of this module share one project copy and run in file order: first run, cached rerun,
-forced stage, corrupted artifact.
+The tests of this module share the session's smoke project (conftest.smoke_project) and run in file
+order: first run, cached rerun, forced stage, corrupted artifact.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 
 import pandas as pd
 import pytest
 
-from conftest import BIN, clean_env, last_run, make_project, qoeflow
+from conftest import BIN, SMOKE, clean_env, last_run, qoeflow
 
-SMOKE = ["--dag", "dags/smoke.yaml"]
 ALL = ["train", "forecast", "allocate", "continue", "asha", "report"]
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    return make_project(tmp_path_factory.mktemp("smoke"))
+def project(smoke_project):
+    return smoke_project[0]
 
 
 @pytest.fixture(scope="module")
-def first_run(project):
-    result = qoeflow("run", *SMOKE, cwd=project)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-    return result
+def first_run(smoke_project):
+    return smoke_project[1]
 
 
 def test_first_run_trains_every_job_and_writes_the_artifacts(project, first_run):
@@ -73,6 +71,16 @@ def test_ray_workers_and_driver_report_to_one_prefect_api(project, first_run):
     assert "Started a local Ray instance" in first_run.stderr + first_run.stdout
 
 
+def test_a_terminal_shows_a_live_line_per_running_job(first_run):
+    screen = first_run.stdout
+    assert "qoeflow: running" in screen
+    for job in ("digits-mlp", "digits-allcnn", "crowd-mcnn"):  # a fast job may be caught only when done
+        assert re.search(rf"train\[{job}\]\s+(epoch [1-6]/6|done)\s+loss \d", screen), job
+    live = r"train\[[a-z-]+\]\s+epoch [2-5]/6\s+loss [0-9.]+\s+\d+:\d\d\s+~\d+:\d\d"
+    assert re.search(live, screen), "a job between epochs, with elapsed and remaining time"
+    assert re.search(r"qoeflow run of dags/smoke.yaml in [0-9.]+ s", screen), "the summary table stays"
+
+
 def test_rerun_with_nothing_changed_runs_no_stage(project, first_run):
     before = (project / "data/smoke/train/curves.csv").stat().st_mtime_ns
     result = qoeflow("run", *SMOKE, cwd=project)
@@ -115,3 +123,16 @@ def test_corrupted_curves_stop_the_next_stage_and_keep_its_outputs(project, firs
 
     direct = qoeflow("stage", "forecast", *SMOKE, cwd=project)
     assert direct.returncode == 1 and "column 'val_loss'" in direct.stderr
+
+
+def test_a_truncated_checkpoint_is_reported_and_the_job_trains_from_scratch(project, first_run):
+    checkpoint = project / "data/smoke/train/checkpoints/digits-mlp.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    result = qoeflow("stage", "train", *SMOKE, cwd=project)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = " ".join(result.stderr.split())
+    assert "note: train[digits-mlp]: checkpoint digits-mlp.pt is unreadable" in output
+    assert "training restarts from scratch" in output
+    assert "train[digits-allcnn] resuming from epoch 6 checkpoint" in output
+    curves = pd.read_csv(project / "data/smoke/train/curves.csv")
+    assert curves[curves["job"] == "digits-mlp"]["epoch"].tolist() == [1, 2, 3, 4, 5, 6]
