@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 from flows.runtime import check_ray_address, prefect_api, ray_init_kwargs, reaper
+from flows.warmup import warm_workers
 
 
 class RunFailed(RuntimeError):
@@ -19,6 +22,7 @@ def launch(root: Path, dag_path: str, params_path: str, sets: list[str], force: 
     if address:
         check_ray_address(address)
     started_ray = []
+    marks = {"start": time.perf_counter()}
 
     def start_ray() -> None:
         kwargs = ray_init_kwargs(address)  # before importing ray: it reads its settings at import
@@ -28,21 +32,49 @@ def launch(root: Path, dag_path: str, params_path: str, sets: list[str], force: 
         # ray.init() would otherwise join (someone else's, or one that is gone).
         ray.init(address=address or "local", **kwargs)
         started_ray.append(True)
+        marks["ray_ready"] = time.perf_counter()
+        if not address:  # a local Ray: its workers import the stage code while the Prefect server boots
+            warm_workers(ray.cluster_resources().get("CPU", 1))
 
-    with reaper(root):
-        try:
-            with prefect_api(root, while_starting=start_ray):
-                from flows.dag_flow import DagRunFailed, with_ray
+    try:
+        with reaper(root):
+            try:
+                with prefect_api(root, while_starting=start_ray):
+                    marks["api_ready"] = time.perf_counter()
+                    from flows.dag_flow import DagRunFailed, with_ray
 
-                if address:
-                    print(f"Connecting to an existing Ray instance at {address}", flush=True)
-                try:
-                    with_ray(address)(root=str(root), dag_path=dag_path, params_path=params_path, sets=sets,
-                                      force=force)
-                except DagRunFailed as exc:
-                    raise RunFailed(str(exc)) from None
-        finally:
-            if started_ray:
-                import ray
+                    if address:
+                        print(f"Connecting to an existing Ray instance at {address}", flush=True)
+                    marks["flow_start"] = time.perf_counter()
+                    try:
+                        with_ray(address)(root=str(root), dag_path=dag_path, params_path=params_path, sets=sets,
+                                          force=force)
+                    except DagRunFailed as exc:
+                        raise RunFailed(str(exc)) from None
+                    finally:
+                        marks["flow_end"] = time.perf_counter()
+            finally:
+                if started_ray:
+                    import ray
 
-                ray.shutdown()
+                    ray.shutdown()
+    finally:
+        marks["stopped"] = time.perf_counter()
+        _record_services(root, marks)
+
+
+def _record_services(root: Path, marks: dict[str, float]) -> None:
+    """Add the seconds spent starting and stopping the services to the run record (the overhead breakdown)."""
+    record = root / ".qoeflow" / "runs" / "last.json"
+    if not record.exists() or "flow_end" not in marks:
+        return
+    start = marks["start"]
+    summary = json.loads(record.read_text())
+    summary["services"] = {
+        "ray_start": marks.get("ray_ready", start) - start,  # overlaps the server's start
+        "prefect_api_ready": marks.get("api_ready", start) - start,
+        "flow_import": marks["flow_start"] - marks.get("api_ready", start),
+        "flow": marks["flow_end"] - marks["flow_start"],
+        "shutdown": marks["stopped"] - marks["flow_end"],
+    }
+    record.write_text(json.dumps(summary, indent=2))

@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -134,6 +136,46 @@ def _stop_stale_servers(home: Path) -> None:
         record.unlink(missing_ok=True)
 
 
+def _template_path(env: dict[str, str]) -> Path | None:
+    """Where a freshly migrated, empty Prefect database is kept for the projects of this machine (per Prefect
+    version); None when the server uses a database of the user's choosing."""
+    if env.get("PREFECT_API_DATABASE_CONNECTION_URL") or env.get("PREFECT_SERVER_DATABASE_CONNECTION_URL"):
+        return None
+    from importlib.metadata import version
+
+    cache = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qoeflow"
+    return cache / f"prefect-{version('prefect')}-empty.db"
+
+
+def _seed_database(home: Path, env: dict[str, str]) -> bool:
+    """Start a project's first server from the machine's empty template database: a new database spends
+    about 5 s in migrations (measured: ready in 8.0 s against 2.7 s with the database in place). True if seeded."""
+    template, database = _template_path(env), home / "prefect.db"
+    if template is None or database.exists() or not template.is_file():
+        return False
+    tmp = home / f".prefect.db.tmp-{os.getpid()}"
+    shutil.copyfile(template, tmp)
+    os.replace(tmp, database)
+    return True
+
+
+def _keep_template(home: Path, env: dict[str, str]) -> None:
+    """Keep a consistent copy (SQLite's backup API) of a database the server has just migrated, before any
+    run is in it, as the machine's template; once per Prefect version."""
+    template, database = _template_path(env), home / "prefect.db"
+    if template is None or template.exists() or not database.is_file():
+        return
+    template.parent.mkdir(parents=True, exist_ok=True)
+    tmp = template.with_name(f".{template.name}.tmp-{os.getpid()}")
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as source, \
+                contextlib.closing(sqlite3.connect(tmp)) as copy:
+            source.backup(copy)
+        os.replace(tmp, template)
+    except (OSError, sqlite3.Error):  # a cache, not a result: the next project migrates its own
+        Path(tmp).unlink(missing_ok=True)
+
+
 def _log_tail(path: Path, lines: int = 6) -> str:
     try:
         text = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
@@ -158,6 +200,7 @@ def prefect_server(root: Path, while_starting: Callable[[str], None] | None = No
     home = Path(env["PREFECT_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     _stop_stale_servers(home)
+    seeded = _seed_database(home, env)
     log_path = home / "server.log"
     prefect_bin = Path(sys.executable).with_name("prefect")
     command = [str(prefect_bin), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
@@ -183,6 +226,8 @@ def prefect_server(root: Path, while_starting: Callable[[str], None] | None = No
                 if time.monotonic() > deadline:
                     raise ServiceError(f"the Prefect server did not answer within {startup_timeout:.0f} s; see {log_path}")
                 time.sleep(0.25)
+        if not seeded:
+            _keep_template(home, env)
         yield url
     finally:
         process.terminate()

@@ -46,6 +46,28 @@ def summary_table(summary: dict):
     return table
 
 
+class _Refused(Exception):
+    """The command's project cannot run; its error has been printed, `code` is the exit status."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def _project(args: argparse.Namespace, sets: list[str] | None = None):
+    """The checked DAG, params tree and params of the command's `--dag` and `--params` (every stage task
+    registered first: flows/ registers those whose code lives there); refused with the reason printed."""
+    from qoeflow.dag.spec import DagError
+    from qoeflow.params import ParamsError
+
+    import flows  # noqa: F401  registers the stages whose code lives in flows/
+    from tasks.runner import load_project
+
+    try:
+        return load_project(Path.cwd(), args.dag, args.params, sets)
+    except (DagError, ParamsError) as exc:
+        raise _Refused(_fail(str(exc))) from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from qoeflow.runlock import ProjectBusy, run_lock
 
@@ -59,19 +81,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, held) -> int:
-    from qoeflow.dag.spec import DagError
-    from qoeflow.params import ParamsError
-    import flows  # noqa: F401  registers the stages whose code lives in flows/
-    from tasks.runner import load_project
-
     root = Path.cwd()
     try:
-        dag, tree, _ = load_project(root, args.dag, args.params, args.set)
-        unknown = sorted(set(args.force) - set(dag.stages))
-        if unknown:
-            raise DagError(f"--force: no stage(s) {unknown} in {args.dag} (stages: {', '.join(dag.stages)})")
-    except (DagError, ParamsError) as exc:
-        return _fail(str(exc))
+        dag, tree, _ = _project(args, args.set)
+    except _Refused as refused:
+        return refused.code
+    unknown = sorted(set(args.force) - set(dag.stages))
+    if unknown:
+        return _fail(f"--force: no stage(s) {unknown} in {args.dag} (stages: {', '.join(dag.stages)})")
     from qoeflow.runlock import hold_outputs
 
     # DVC's own write lock on every output: a `dvc repro` started beside this run stops before it
@@ -147,14 +164,14 @@ def _stage(args: argparse.Namespace) -> int:
     from qoeflow.dag.spec import DagError
     from qoeflow.params import ParamsError
     from tasks.context import StageError
-    import flows  # noqa: F401  registers the stages whose code lives in flows/
-    from tasks.runner import load_project, make_context, run_stage
 
     root = Path.cwd()
     try:
-        dag, tree, params = load_project(root, args.dag, args.params)
-    except (DagError, ParamsError) as exc:
-        return _fail(str(exc))
+        dag, tree, params = _project(args)
+    except _Refused as refused:
+        return refused.code
+    from tasks.runner import make_context, run_stage
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
                TimeElapsedColumn())
     with Progress(*columns, console=_console(), transient=False) as progress:
@@ -181,16 +198,11 @@ def _stage(args: argparse.Namespace) -> int:
 
 
 def cmd_dag(args: argparse.Namespace) -> int:
-    from qoeflow.dag.spec import DagError
-    from qoeflow.params import ParamsError
-    import flows  # noqa: F401  registers the stages whose code lives in flows/
-    from tasks.runner import load_project
-
     root = Path.cwd()
     try:
-        dag, _, _ = load_project(root, args.dag, args.params)
-    except (DagError, ParamsError) as exc:
-        return _fail(str(exc))
+        dag, _, _ = _project(args)
+    except _Refused as refused:
+        return refused.code
     if args.action == "check":
         print(f"{args.dag}: OK ({len(dag.stages)} stages: {' -> '.join(dag.order())})")
         return 0
@@ -221,16 +233,11 @@ def cmd_dag(args: argparse.Namespace) -> int:
 
 def cmd_versioning(args: argparse.Namespace) -> int:
     """`qoeflow push` / `qoeflow pull`: every stage output the DAG's dvc.lock records, to or from a DVC remote."""
-    from qoeflow.dag.spec import DagError
-    from qoeflow.params import ParamsError
-    import flows  # noqa: F401  registers the stages whose code lives in flows/
-    from tasks.runner import load_project
-
     root = Path.cwd()
     try:
-        dag, _, _ = load_project(root, args.dag, args.params)
-    except (DagError, ParamsError) as exc:
-        return _fail(str(exc))
+        dag, _, _ = _project(args)
+    except _Refused as refused:
+        return refused.code
     from flows import versioning
 
     try:
@@ -242,16 +249,11 @@ def cmd_versioning(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from qoeflow.dag.spec import DagError
-    from qoeflow.params import ParamsError
-    import flows  # noqa: F401  registers the stages whose code lives in flows/
-    from tasks.runner import load_project
-
     root = Path.cwd()
     try:
-        dag, _, _ = load_project(root, args.dag, args.params)
-    except (DagError, ParamsError) as exc:
-        return _fail(str(exc))
+        dag, _, _ = _project(args)
+    except _Refused as refused:
+        return refused.code
     from flows.runtime import ServiceError, check_ray_address, prefect_api, reaper
 
     try:

@@ -32,6 +32,10 @@ def first_run(smoke_project):
 def test_first_run_trains_every_job_and_writes_the_artifacts(project, first_run):
     stages = last_run(project)
     assert {s: v["status"] for s, v in stages.items()} == {s: "ran" for s in ALL}
+    record = json.loads((project / ".qoeflow/runs/last.json").read_text())
+    assert {"dvc_status", "dvc_commit", "submit"} <= set(record["timings"])
+    assert {"prefect_api_ready", "ray_start", "flow", "shutdown"} <= set(record["services"])
+    assert all(0 < s["critical_seconds"] <= s["compute_seconds"] + 1e-6 for s in stages.values())
     curves = pd.read_csv(project / "data/smoke/train/curves.csv")
     expected = ["job", "task", "model", "epoch", "train_loss", "val_loss", "epoch_seconds", "cumulative_seconds",
                 "accuracy", "error", "mae", "mse"]
