@@ -43,6 +43,7 @@ def prefect_env(root: Path) -> dict[str, str]:
         "DO_NOT_TRACK": "1",
         "PREFECT_CLI_PROMPT": "false",
         "RAY_DEDUP_LOGS": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",  # no usage report (there is no network to send it to)
         "GX_ANALYTICS_ENABLED": "false",
     }
 
