@@ -22,20 +22,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from qoeflow.families import FAMILIES
+from qoeflow.lifecycle.allocation import METHODS as ALLOCATION_METHODS
 from qoeflow.lifecycle.allocation import JobTable, allocate, base_cost
+from qoeflow.lifecycle.curves import METHODS as FORECAST_METHODS
 from qoeflow.lifecycle.deepnetqoe_example import deepnetqoe_example
 from qoeflow.lifecycle.forecasting import backtest_table, summarise_scores
 from qoeflow.lifecycle.planning import tables_from_document
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-METHODS = ["last", "parametric", "lstm", "combo", "auto"]
-BASELINES = ["random", "fcfs", "average"]
+METHODS = list(FORECAST_METHODS)  # every forecasting method the code implements
+BASELINES = [m for m in ALLOCATION_METHODS if m not in ("exact", "ga")]  # the paper's baselines
 
 
 def forecast_accuracy(curves: pd.DataFrame, frac: float) -> list[dict]:
     rows = []
-    for task, metrics in {"digits": ["val_loss", "error"], "crowd": ["val_loss", "mae", "mse"]}.items():
+    for task, metrics in {name: f.forecast_metrics for name, f in FAMILIES.items()}.items():
         part = curves[curves["task"] == task]
         for metric in metrics:
             _, scores = backtest_table(part, metric, frac, METHODS)

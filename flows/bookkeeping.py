@@ -17,6 +17,7 @@ from qoeflow.dag.dvc_export import render, to_dvc
 from qoeflow.dag.spec import Dag, lookup
 from qoeflow.params import effective_tree
 from tasks import REGISTRY
+from tasks.context import RUN_RECORD
 
 
 @dataclass
@@ -38,10 +39,19 @@ def write_summary(root: Path, dag_path: str, wall_seconds: float, outcomes: list
     `timings`: seconds of driver work by kind (DVC status and commit, submitting, waiting...)."""
     summary = {"dag": dag_path, "wall_seconds": wall_seconds, "stages": [asdict(o) for o in outcomes],
                "timings": dict(timings or {})}
-    record = root / ".qoeflow" / "runs" / "last.json"
+    record = root / RUN_RECORD
     record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(summary, indent=2))
+    record.write_text(json.dumps(summary, indent=2))  # catalog-ok: the run record, not an artifact
     return summary
+
+
+def add_to_summary(root: Path, key: str, value: Any) -> None:
+    """Add a section to the run record written by `write_summary` (none: nothing to add to)."""
+    record = root / RUN_RECORD
+    if record.exists():
+        summary = json.loads(record.read_text())  # catalog-ok: the run record, not an artifact
+        summary[key] = value
+        record.write_text(json.dumps(summary, indent=2))
 
 
 def off_the_books(root: Path, dag: Dag, run_tree: dict) -> set[str]:
@@ -77,7 +87,7 @@ def sync_dvc_file(root: Path, dag: Dag) -> bool:
     """Write the DAG's dvc.yaml if it differs from the export; True when it was written."""
     path = root / dag.dvc_file()
     text = dvc_text(root, dag)
-    if path.exists() and path.read_text() == text:
+    if path.exists() and path.read_text() == text:  # catalog-ok: dvc.yaml, not an artifact
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -94,7 +104,7 @@ def ensure_dvc_repo(root: Path) -> bool:
     args = [sys.executable, "-m", "dvc", "init", "-q"] + ([] if (root / ".git").exists() else ["--no-scm"])
     subprocess.run(args, cwd=root, check=True)
     ignore = root / ".dvcignore"
-    with ignore.open("a") as f:
+    with ignore.open("a") as f:  # catalog-ok: .dvcignore, not an artifact
         f.write("__pycache__/\n*.pyc\n.qoeflow/\n")
     return True
 

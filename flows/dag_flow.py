@@ -26,6 +26,7 @@ from flows.bookkeeping import DvcBook, Outcome, ensure_dvc_repo, off_the_books, 
 from flows.progress import BOARD_PREFIX, LiveView, reporter
 from flows.runtime import ray_init_kwargs
 from qoeflow.dag.spec import load_dag
+from qoeflow.runlock import project_lock
 from tasks import REGISTRY
 from tasks.runner import load_project, make_context, run_gather, run_item, run_single
 
@@ -108,11 +109,21 @@ def dag_flow(
     sets: list[str] | None = None,
     force: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Run a qoeflow DAG: every stale stage on Ray, every fresh one skipped."""
-    logger = get_run_logger()
+    """Run a qoeflow DAG: every stale stage on Ray, every fresh one skipped; under the project's run lock
+    (`qoeflow run` holds it already; a scheduled run of `qoeflow serve` takes it here, and fails at once
+    naming the holder when the project is busy)."""
     started = time.perf_counter()
     root_path = Path(root)
     dag, tree, _ = load_project(root_path, dag_path, params_path, sets)
+    outputs = [out.path for stage in dag.stages.values() for out in stage.outs.values()]
+    with project_lock(root_path, dag_path, outputs, command=f"qoeflow: a scheduled run of {dag_path}"):
+        return _run_dag(root, dag_path, dag, tree, force, started)
+
+
+def _run_dag(root: str, dag_path: str, dag, tree: dict, force: list[str] | None, started: float) -> dict[str, Any]:
+    """The flow's body: walk the DAG, submit the stale stages, commit what ran, record the run."""
+    logger = get_run_logger()
+    root_path = Path(root)
     unknown = sorted(set(force or []) - set(dag.stages))
     if unknown:
         raise ValueError(f"--force: no stage(s) {unknown} in {dag_path} (stages: {', '.join(dag.stages)})")

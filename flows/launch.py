@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
+from flows.bookkeeping import add_to_summary
 from flows.runtime import check_ray_address, prefect_api, ray_init_kwargs, reaper
 from flows.warmup import warm_workers
 
@@ -65,16 +65,13 @@ def launch(root: Path, dag_path: str, params_path: str, sets: list[str], force: 
 
 def _record_services(root: Path, marks: dict[str, float]) -> None:
     """Add the seconds spent starting and stopping the services to the run record (the overhead breakdown)."""
-    record = root / ".qoeflow" / "runs" / "last.json"
-    if not record.exists() or "flow_end" not in marks:
+    if "flow_end" not in marks:
         return
     start = marks["start"]
-    summary = json.loads(record.read_text())
-    summary["services"] = {
+    add_to_summary(root, "services", {
         "ray_start": marks.get("ray_ready", start) - start,  # overlaps the server's start
         "prefect_api_ready": marks.get("api_ready", start) - start,
         "flow_import": marks["flow_start"] - marks.get("api_ready", start),
         "flow": marks["flow_end"] - marks["flow_start"],
         "shutdown": marks["stopped"] - marks["flow_end"],
-    }
-    record.write_text(json.dumps(summary, indent=2))
+    })

@@ -47,7 +47,8 @@ def summary_table(summary: dict):
 
 
 class _Refused(Exception):
-    """The command's project cannot run; its error has been printed, `code` is the exit status."""
+    """The command's project cannot run; its error has been printed, `code` is the exit status (`main`
+    returns it)."""
 
     def __init__(self, code: int) -> None:
         self.code = code
@@ -82,10 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, held) -> int:
     root = Path.cwd()
-    try:
-        dag, tree, _ = _project(args, args.set)
-    except _Refused as refused:
-        return refused.code
+    dag, tree, _ = _project(args, args.set)
     unknown = sorted(set(args.force) - set(dag.stages))
     if unknown:
         return _fail(f"--force: no stage(s) {unknown} in {args.dag} (stages: {', '.join(dag.stages)})")
@@ -98,7 +96,9 @@ def _run(args: argparse.Namespace, held) -> int:
 
 
 def _run_locked(args: argparse.Namespace, root: Path, dag, tree: dict) -> int:
-    record = root / ".qoeflow" / "runs" / "last.json"
+    from tasks.context import RUN_RECORD
+
+    record = root / RUN_RECORD
     record.unlink(missing_ok=True)
     if not args.force and _nothing_to_do(root, dag, tree, args.dag):
         _console().print(summary_table(json.loads(record.read_text())))
@@ -166,10 +166,7 @@ def _stage(args: argparse.Namespace) -> int:
     from tasks.context import StageError
 
     root = Path.cwd()
-    try:
-        dag, tree, params = _project(args)
-    except _Refused as refused:
-        return refused.code
+    dag, tree, params = _project(args)
     from tasks.runner import make_context, run_stage
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
@@ -199,10 +196,7 @@ def _stage(args: argparse.Namespace) -> int:
 
 def cmd_dag(args: argparse.Namespace) -> int:
     root = Path.cwd()
-    try:
-        dag, _, _ = _project(args)
-    except _Refused as refused:
-        return refused.code
+    dag, _, _ = _project(args)
     if args.action == "check":
         print(f"{args.dag}: OK ({len(dag.stages)} stages: {' -> '.join(dag.order())})")
         return 0
@@ -232,12 +226,20 @@ def cmd_dag(args: argparse.Namespace) -> int:
 
 
 def cmd_versioning(args: argparse.Namespace) -> int:
-    """`qoeflow push` / `qoeflow pull`: every stage output the DAG's dvc.lock records, to or from a DVC remote."""
-    root = Path.cwd()
+    """`qoeflow push` / `qoeflow pull`: every stage output the DAG's dvc.lock records, to or from a DVC remote;
+    refused while a run goes on in the project (a pull would overwrite its outputs)."""
+    from qoeflow.runlock import ProjectBusy, run_lock
+
     try:
-        dag, _, _ = _project(args)
-    except _Refused as refused:
-        return refused.code
+        with run_lock(Path.cwd(), args.dag):
+            return _versioning(args)
+    except ProjectBusy as exc:
+        return _fail(str(exc))
+
+
+def _versioning(args: argparse.Namespace) -> int:
+    root = Path.cwd()
+    dag, _, _ = _project(args)
     from flows import versioning
 
     try:
@@ -250,10 +252,7 @@ def cmd_versioning(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     root = Path.cwd()
-    try:
-        dag, _, _ = _project(args)
-    except _Refused as refused:
-        return refused.code
+    dag, _, _ = _project(args)
     from flows.runtime import ServiceError, check_ray_address, prefect_api, reaper
 
     try:
@@ -364,7 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except _Refused as refused:
+        return refused.code
 
 
 if __name__ == "__main__":

@@ -138,13 +138,6 @@ def metric_list(values: dict[str, Any], order: list[str] | None = None) -> str:
     return parts(*(f"{m} {hz.number(values[m])}" for m in names))
 
 
-def _family_metrics(task: str) -> list[str]:
-    try:
-        return metrics_of(task)
-    except ValueError:
-        return []
-
-
 def _provided(ctx: StageContext, name: str) -> bool:
     """Whether one of the report's dependencies writes artifact `name` (so `ctx.load(name)` can read it)."""
     return any(name in ctx.dag.stages[d].outs for d in ctx.spec.deps)
@@ -187,7 +180,7 @@ def train_section(ctx: StageContext, stage: str) -> dict[str, Any]:
             f"{job['epochs_done']} / {job['epochs']}" if job["epochs_done"] != job["epochs"] else str(job["epochs"]),
             hz.si(job["params"]), hz.si(job["macs"]), hz.size(job["size_bytes"]),
             hz.seconds(job["train_seconds"]), hz.milliseconds(job["t_load"]), hz.milliseconds(job["t_test"]),
-            metric_list(job["test_metrics"], _family_metrics(job["task"])) or hz.MISSING, settings,
+            metric_list(job["test_metrics"], metrics_of(job["task"])) or hz.MISSING, settings,
         ], mark="bad" if job["status"] != "completed" else ""))
     diverged = [name for name, job in jobs.items() if job["status"] == "diverged"]
     families = sorted({job["task"] for job in jobs.values()})
@@ -269,7 +262,7 @@ def continue_section(ctx: StageContext, stage: str) -> dict[str, Any]:
     plan = ctx.load("plan_vs_actual")
     rows = []
     for r in plan.to_dict("records"):
-        metrics = [m for m in _family_metrics(r["task"]) if f"predicted_{m}" in r]
+        metrics = [m for m in metrics_of(r["task"]) if f"predicted_{m}" in r]
         change = parts(*(f"{m} {hz.number(r[f'predicted_{m}'])} → {hz.number(r[f'actual_{m}'])}" for m in metrics))
         epochs = f"{r['epochs_done']} / {r['planned_epochs']}" if r["epochs_done"] != r["planned_epochs"] else str(r["planned_epochs"])
         rows.append(Row([

@@ -8,13 +8,14 @@ from typing import Sequence
 
 import pandas as pd
 
+from qoeflow.families import FAMILIES
 from qoeflow.lifecycle.allocation import METHODS, base_cost
 from qoeflow.lifecycle.forecasting import backtest_table, forecast_table, summarise_scores
 from qoeflow.lifecycle.planning import allocation_document, parse_weights, qoe_models, qoe_tables
 from tasks.allocate import outlooks
 from tasks.context import StageError
 
-DEFAULT_PERF = {"digits": ["error"], "crowd": ["mae", "mse"]}
+DEFAULT_PERF = {name: list(f.qoe_metrics) for name, f in FAMILIES.items()}  # the registry's QoE metrics
 
 
 def _read_csv(path: str) -> pd.DataFrame:

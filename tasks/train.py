@@ -18,7 +18,7 @@ from qoeflow.families import FAMILIES, metrics_of
 from qoeflow.params import Job
 from qoeflow.validate import CURVE_COLUMNS
 from tasks.context import TMP, StageContext, StageError, remove_path
-from tasks.training_loop import _split, data_settings, train_to
+from tasks.training_loop import data_settings, job_split, train_to
 
 
 def _median_load_seconds(model_file: Path, job: Job, size: int, repeats: int) -> float:
@@ -44,8 +44,6 @@ def run_job(ctx: StageContext, item: dict) -> dict:
 def train_job(ctx: StageContext, job: Job, epochs: int, checkpoint: Path, resume_from: Path | None = None) -> dict:
     """Train `job` to `epochs` with the checkpointed loop; stage its model file; return its curve rows and
     stats (what `jobs.json` holds for it) for the gather step."""
-    import json
-
     import torch
 
     from qoeflow.lifecycle.training import test_latency
@@ -72,7 +70,7 @@ def train_job(ctx: StageContext, job: Job, epochs: int, checkpoint: Path, resume
     model_file = ctx.staging(job.name) / "model.pt"
     torch.save(trainer.model.state_dict(), model_file)
     data = data_settings(settings, job.task)
-    split = _split(job.task, json.dumps(data, sort_keys=True))
+    split = job_split(settings, job.task)
     test_metrics = trainer.evaluate(split.x_test, split.y_test) if diverged_at is None else {}
     stats = {
         "task": job.task,

@@ -35,6 +35,11 @@ def data_settings(settings: TrainParams, task: str) -> dict:
     return getattr(settings.data, task).model_dump()
 
 
+def job_split(settings: TrainParams, task: str):
+    """The train/val/test split of a family under these settings (built once per process)."""
+    return _split(task, json.dumps(data_settings(settings, task), sort_keys=True))
+
+
 def fingerprint(job: Job, data: dict) -> str:
     """What a checkpoint must match to be resumed: the job's settings (but its epochs) and its data."""
     settings = job.model_dump(exclude={"epochs", "max_epochs"})
@@ -102,7 +107,7 @@ def train_to(
 
     data = data_settings(settings, job.task)
     torch.set_num_threads(settings.threads_per_job)
-    split = _split(job.task, json.dumps(data, sort_keys=True))
+    split = job_split(settings, job.task)
     trainer = TrainingJob(JobSpec(**job.model_dump(exclude={"max_epochs"})), split, threads=settings.threads_per_job)
     want = fingerprint(job, data)
     name = f"{label}[{job.name}]"

@@ -135,7 +135,7 @@ def _assert_no_partial_files(project: Path) -> None:
         elif path.suffix == ".json":
             json.loads(path.read_text())
         elif path.suffix == ".pt":
-            torch.load(path, map_location="cpu", weights_only=False)
+            torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _locked_stages(project: Path) -> set[str]:
@@ -240,6 +240,8 @@ def test_second_run_is_refused_at_once_and_the_running_one_goes_on(project, tmp_
 
     stage = qoeflow("stage", "forecast", *DAG, cwd=project, timeout=60)
     assert stage.returncode == 2 and f"pid {run.pid}" in " ".join(stage.stderr.split()), stage.stderr[-3000:]
+    pull = qoeflow("pull", *DAG, cwd=project, timeout=60)  # it would overwrite the run's outputs
+    assert pull.returncode == 2 and f"pid {run.pid}" in " ".join(pull.stderr.split()), pull.stderr[-3000:]
 
     # `dvc repro` stops at its first stage, before it deletes or runs anything, naming the run.
     repro = subprocess.run([str(BIN / "dvc"), "repro", "dags/faults/dvc.yaml"], cwd=project, env=clean_env(),
