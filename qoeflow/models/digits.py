@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from qoeflow.models.arch import composite
+
 
 def conv_bn(c_in: int, c_out: int, k: int = 3, stride: int = 1, dilation: int = 1, relu: bool = True) -> nn.Sequential:
     """Conv (same padding) + BatchNorm (+ ReLU)."""
@@ -12,6 +14,7 @@ def conv_bn(c_in: int, c_out: int, k: int = 3, stride: int = 1, dilation: int = 
     return nn.Sequential(*layers, nn.ReLU(inplace=True)) if relu else nn.Sequential(*layers)
 
 
+@composite
 class BasicBlock(nn.Module):
     """ResNet basic block: two 3×3 conv-BN, identity or 1×1 projection shortcut."""
 

@@ -1,8 +1,13 @@
-"""Model size and cost: parameter count and multiply-accumulates (MACs) of one forward pass."""
+"""Model size and cost: parameter count and multiply-accumulates (MACs) of one forward pass.
+
+MACs are counted by PyTorch's own `torch.utils.flop_counter.FlopCounterMode` (convolutions, transposed
+convolutions and matrix products; one MAC = two FLOPs), so that any forward pass is counted the same
+way: a module, a sliced run-time-scaled forward (DMS), a factorised or a multi-exit network.
+"""
 
 from __future__ import annotations
 
-import math
+from typing import Callable
 
 import torch
 from torch import nn
@@ -13,40 +18,19 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _layer_macs(module: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
-    """MACs of one Conv2d / ConvTranspose2d / Linear call, per sample (biases not counted)."""
-    batch = inputs[0].shape[0] if inputs[0].dim() > 1 else 1
-    if isinstance(module, nn.Conv2d):
-        per_output = (module.in_channels // module.groups) * math.prod(module.kernel_size)
-        return output.numel() // batch * per_output
-    if isinstance(module, nn.ConvTranspose2d):
-        per_input = (module.out_channels // module.groups) * math.prod(module.kernel_size)
-        return inputs[0].numel() // batch * per_input
-    if isinstance(module, nn.Linear):
-        return output.numel() // batch * module.in_features
-    return 0
+def count_macs(model: nn.Module, input_shape: tuple[int, ...],
+               forward: Callable[[torch.Tensor], object] | None = None) -> int:
+    """MACs of one sample of ``input_shape`` (without batch dim) through ``model`` in eval mode, or through
+    ``forward(x)`` when given (for forwards that take more than the input, e.g. a DMS level)."""
+    from torch.utils.flop_counter import FlopCounterMode
 
-
-def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """MACs of ``model`` on one input of ``input_shape`` (without batch dim), via forward hooks on
-    Conv2d (groups, dilation and stride included through the output size), ConvTranspose2d and Linear."""
-    total = 0
-
-    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        nonlocal total
-        total += _layer_macs(module, inputs, output)
-
-    layers = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, layers)]
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     was_training = model.training
     try:
         model.eval()
-        with torch.no_grad():
-            model(torch.zeros((1, *input_shape), device=device))
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            (forward or model)(torch.zeros((1, *input_shape), device=device))
     finally:
         model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    return int(total)
+    return int(counter.get_total_flops() // 2)
