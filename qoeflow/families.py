@@ -84,6 +84,18 @@ def _crowd_zoo() -> dict[str, Callable]:
     return BUILDERS
 
 
+def _sprites_loader() -> Callable:
+    from qoeflow.data.sprites import sprites_split
+
+    return sprites_split
+
+
+def _sprites_zoo() -> dict[str, Callable]:
+    from qoeflow.models.digits import BUILDERS
+
+    return BUILDERS
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -114,6 +126,29 @@ class CrowdData(_Strict):
         return self
 
 
+class SpritesData(_Strict):
+    n_train: int = Field(4000, ge=10)
+    n_val: int = Field(500, ge=10)
+    n_test: int = Field(500, ge=10)
+    size: int = Field(32, ge=8, le=128)
+    seed: int = 0
+    scale_min: float = Field(0.5, gt=0, le=1)  # digit side, as a share of the image side
+    scale_max: float = Field(0.9, gt=0, le=1)
+    contrast_min: float = Field(0.3, ge=0, le=1)  # |ink - mean background under it|
+    contrast_max: float = Field(0.6, ge=0, le=1)
+    noise: float = Field(0.04, ge=0, le=0.5)  # std of the Gaussian pixel noise
+    texture: float = Field(0.2, ge=0, le=1)  # photo contrast kept around mid-grey (1: raw photo, 0: flat)
+    max_zoom: float = Field(4.0, ge=1, le=13)  # largest photo crop, in image sides
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "SpritesData":
+        if self.scale_min > self.scale_max:
+            raise ValueError(f"scale_min ({self.scale_min}) must not exceed scale_max ({self.scale_max})")
+        if self.contrast_min > self.contrast_max:
+            raise ValueError(f"contrast_min ({self.contrast_min}) must not exceed contrast_max ({self.contrast_max})")
+        return self
+
+
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family(
         name="digits", description="scikit-learn's bundled 8×8 handwritten digits, upscaled", kind="classification",
@@ -128,6 +163,13 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
         models=("mcnn", "csrnet", "vggdecoder", "resnet"),
         metrics=(Metric("mae", False), Metric("mse", False)),
         channels=3, default_size=64, forecast_metrics=("val_loss", "mae", "mse"), qoe_metrics=("mae", "mse"),
+    ),
+    Family(
+        name="sprites", description="the digits at varied scale, contrast and position over photo crops, with noise",
+        kind="classification", data=SpritesData, loader=_sprites_loader, zoo=_sprites_zoo,
+        models=("mlp", "vgg", "resnet", "allcnn"),
+        metrics=(Metric("accuracy", True, 0.0, 1.0), Metric("error", False, 0.0, 1.0)),
+        channels=1, default_size=32, forecast_metrics=("val_loss", "error"), qoe_metrics=("error",),
     ),
 )}
 NAMES: tuple[str, ...] = tuple(FAMILIES)

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from qoeflow.families import FAMILIES
 from qoeflow.models import MODELS, build_model, count_macs, count_params, input_shape
 
 ALL = [(task, name) for task, names in MODELS.items() for name in names]
@@ -11,7 +12,8 @@ ALL = [(task, name) for task, names in MODELS.items() for name in names]
 
 def test_zoo_lists_the_models():
     assert MODELS == {"digits": ("mlp", "vgg", "resnet", "allcnn"),
-                      "crowd": ("mcnn", "csrnet", "vggdecoder", "resnet")}
+                      "crowd": ("mcnn", "csrnet", "vggdecoder", "resnet"),
+                      "sprites": ("mlp", "vgg", "resnet", "allcnn")}
     assert input_shape("digits", 32) == (1, 32, 32) and input_shape("crowd", 64) == (3, 64, 64)
 
 
@@ -21,7 +23,7 @@ def test_forward_shape_and_cost(task, name):
     model = build_model(task, name)
     x = torch.rand(2, *input_shape(task))
     out = model(x)
-    assert out.shape == ((2, 10) if task == "digits" else (2, 1, 16, 16))
+    assert out.shape == ((2, 10) if FAMILIES[task].kind == "classification" else (2, 1, 16, 16))
     assert torch.isfinite(out).all()
     layers = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
     weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, layers))
