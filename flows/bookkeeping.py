@@ -79,7 +79,7 @@ def stage_code(root: Path, task: str) -> list[str]:
 def dvc_text(root: Path, dag: Dag) -> str:
     """The dvc.yaml text exported from a DAG; each stage's code dependencies derived from its imports."""
     code = {stage.task: stage_code(root, stage.task) for stage in dag.stages.values()}
-    inputs = {name: t.inputs for name, t in REGISTRY.items()}
+    inputs = {stage.task: REGISTRY[stage.task].reads(dag, name) for name, stage in dag.stages.items()}
     return render(dag, to_dvc(dag, code, inputs))
 
 

@@ -295,6 +295,49 @@ def cmd_allocate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _catalog_path(dag) -> Path:
+    for stage in dag.stages.values():
+        if "model_catalog" in stage.outs:
+            return Path(stage.outs["model_catalog"].path)
+    raise _Refused(_fail(f"{dag.path}: no stage writes a model catalog (output 'model_catalog')"))
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """`qoeflow models list` prints the DAG's model catalog; `qoeflow models load VARIANT` loads one variant
+    the way `qoeflow.models.load_variant` does and prints what it is."""
+    from rich.table import Table
+
+    from qoeflow import humanize as h
+    from qoeflow.models import variants
+
+    dag, _, _ = _project(args)
+    catalog = _catalog_path(dag)
+    try:
+        rows = variants.read_catalog(catalog)
+        if args.action == "list":
+            table = Table(title=f"{catalog}: {len(rows)} variants")
+            shown = {"variant": str, "method": str, "accuracy": h.percent, "params": h.si,
+                     "macs": lambda v: h.si(v, "MACs"), "size_bytes": h.size,
+                     "latency_b1_ms": lambda v: h.milliseconds(v / 1e3),
+                     "latency_b64_ms": lambda v: h.milliseconds(v / 1e3), "device": str}
+            for column in shown:
+                table.add_column(column, justify="left" if shown[column] is str else "right")
+            for row in rows.to_dict("records"):
+                table.add_row(*(fmt(row[c]) for c, fmt in shown.items()))
+            _console().print(table)
+            return 0
+        if not args.variant:
+            return _fail("models load needs a VARIANT (see `qoeflow models list`)")
+        from qoeflow.models import count_params, load_variant
+
+        model = load_variant(args.variant, catalog, Path.cwd())
+        print(f"{args.variant}: {type(model).__name__} with {count_params(model):,} parameters, from {catalog}")
+        print(model)
+        return 0
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        return _fail(str(exc).strip("'\""))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qoeflow", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -327,6 +370,13 @@ def build_parser() -> argparse.ArgumentParser:
         versioning.add_argument("-r", "--remote", default=None,
                                 help="a configured DVC remote (default: DVC's default, else ~/.cache/qoeflow/dvc-remote)")
         versioning.set_defaults(func=cmd_versioning)
+
+    models = sub.add_parser("models", help="list the model catalog, or load one variant")
+    models.add_argument("action", choices=["list", "load"])
+    models.add_argument("variant", nargs="?", default=None)
+    models.add_argument("--dag", default=DEFAULT_DAG)
+    models.add_argument("--params", default="params.yaml")
+    models.set_defaults(func=cmd_models)
 
     serve = sub.add_parser("serve", help="serve the DAG's flow as a Prefect deployment on a schedule")
     serve.add_argument("--dag", default=DEFAULT_DAG)

@@ -128,6 +128,72 @@ class AllocateParams(_Strict):
         return self
 
 
+class DMSParams(_Strict):
+    """DMS (paper 002 §III): the table's factors (the paper's 0.7) and the least share of a layer kept."""
+
+    base_factor: float = Field(0.7, gt=0, lt=1)
+    min_factor: float = Field(0.5, gt=0, lt=1)
+    saving: float | None = Field(None, gt=0, lt=1, description="MACs each level saves, as a share; default from base_factor")
+
+
+class DPrunerParams(_Strict):
+    """D-Pruner (thesis 004 ch. 4, Algorithm 2) and the Torch-Pruning ℓ1 baseline at the same MACs."""
+
+    ratio: float = Field(0.2, gt=0, lt=1, description="K: share of each layer's filters the masking blocks zero")
+    threshold: float = Field(0.95, gt=0, lt=1, description="removal probability above which a filter goes")
+    accuracy_budget: float = Field(0.01, ge=0, le=1, description="most validation accuracy lost (paper 1 point)")
+    max_iterations: int = Field(3, ge=1, le=50)
+    block_epochs: int = Field(1, ge=0, le=100)
+    net_epochs: int = Field(1, ge=0, le=100)
+    finetune_epochs: int = Field(2, ge=0, le=100)
+    round_to: int | None = Field(None, ge=1, le=256, description="keep channel counts multiples of this (null: exact)")
+
+
+class TuckerParams(_Strict):
+    """Tucker-2 (thesis 004 §3.4.4): retained variance of each mode's unfolding, and fine-tuning."""
+
+    variance: float = Field(0.9, gt=0, le=1)
+    finetune_epochs: int = Field(2, ge=0, le=100)
+
+
+class CompressParams(_Strict):
+    """Stage `compress`: which trained jobs (convolutional models) to compress, and each method's settings."""
+
+    jobs: list[str] = Field(min_length=1)
+    lr: float = Field(1e-3, gt=0)
+    latency_seconds: float = Field(0.2, gt=0, le=10, description="timing per latency measurement (median of blocks)")
+    seed: int = 0
+    dms: DMSParams = DMSParams()
+    dpruner: DPrunerParams = DPrunerParams()
+    tucker: TuckerParams = TuckerParams()
+
+
+class MultiExitParams(_Strict):
+    """Stage `multiexit` (thesis 004 ch. 5): exits along trained ResNets, trained together, with thresholds."""
+
+    jobs: list[str] = Field(min_length=1)
+    depths: list[int] = Field([0, 1, 2, 3], min_length=1, description="backbone stages an exit follows (the last: the base classifier)")
+    weights: list[float] = Field([1.0, 1.0, 1.0, 1.0], min_length=1, description="w_i of the loss Σ w_i·L_i, one per exit")
+    focal_gamma: float = Field(0.0, ge=0, le=10, description="focal loss γ of the exits (0: cross-entropy)")
+    aggregate: bool = False
+    head_width: int = Field(32, ge=1, le=1024)
+    epochs: int = Field(4, ge=0, le=1000)
+    lr: float = Field(1e-3, gt=0)
+    target_precision: float = Field(0.99, gt=0, le=1, description="precision of the samples an exit lets out, on validation")
+    latency_seconds: float = Field(0.2, gt=0, le=10)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_weight_per_exit(self) -> "MultiExitParams":
+        if sorted(set(self.depths)) != self.depths or min(self.depths) < 0:
+            raise ValueError(f"depths must be distinct, increasing and ≥ 0, got {self.depths}")
+        if len(self.weights) != len(self.depths):
+            raise ValueError(f"weights must have one entry per exit ({len(self.depths)}), got {self.weights}")
+        if any(w < 0 for w in self.weights) or not any(w > 0 for w in self.weights):
+            raise ValueError(f"weights must be ≥ 0 and not all 0, got {self.weights}")
+        return self
+
+
 class ReportParams(_Strict):
     title: str = "qoeflow lifecycle run"
 
@@ -137,7 +203,22 @@ class Params(_Strict):
     forecast: ForecastParams = ForecastParams()
     qoe: QoEParams = QoEParams()
     allocate: AllocateParams = AllocateParams()
+    compress: CompressParams | None = None
+    multiexit: MultiExitParams | None = None
     report: ReportParams = ReportParams()
+
+
+
+def check_chosen_jobs(params: Params, sections: list[str], source: str = "params.yaml") -> None:
+    """Sections that choose training jobs (`compress.jobs`, `multiexit.jobs`) must name jobs of `train.jobs`;
+    checked only for the sections a DAG's stages read (a DAG without them may train fewer jobs)."""
+    names = [j.name for j in params.train.jobs]
+    for section in sections:
+        chosen = getattr(params, section, None)
+        for i, job in enumerate(getattr(chosen, "jobs", None) or []):
+            if section != "train" and isinstance(job, str) and job not in names:
+                raise ParamsError(f"{source}: {section}.jobs.{i}: '{job}' is not a training job "
+                                  f"(train.jobs: {', '.join(names)})")
 
 
 def deep_merge(base: Any, override: Any) -> Any:
@@ -209,7 +290,8 @@ def validate_params(tree: Mapping[str, Any], source: str = "params.yaml") -> Par
                 lines.append(f"{key}: required key is missing")
             elif e["type"] == "value_error" or isinstance(e.get("input"), (dict, list)):
                 # a check across a section: its message names the key and the value; the section is not echoed
-                lines.append(f"{key}: {e['msg'].removeprefix('Value error, ')}")
+                message = e["msg"].removeprefix("Value error, ")
+                lines.append(f"{key}: {message}" if key else message)  # a check across sections names its key
             else:
                 lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
         raise ParamsError(f"{source}: " + "; ".join(lines)) from None

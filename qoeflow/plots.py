@@ -30,3 +30,65 @@ def curves_figure(curves: pd.DataFrame, title: str = "Training curves"):
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+METHOD_MARKERS = {"base": "*", "dms": "o", "d-pruner": "s", "torch-pruning-l1": "x", "tucker-2": "^",
+                  "exit": "D", "early-exit": "P"}
+
+
+def compression_figure(variants: pd.DataFrame, details: dict):
+    """Left: test accuracy against MACs of every variant, per job and method. Right: DMS, measured batch-64
+    latency of each level relative to level 0 against Eq. (2)'s predicted relative cost (on the diagonal
+    when the cost model holds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
+    colours = {job: f"C{i}" for i, job in enumerate(sorted(variants["source_job"].unique()))}
+    for (job, method), rows in variants.groupby(["source_job", "method"], sort=True):
+        left.scatter(rows["macs"] / 1e6, rows["accuracy"], color=colours[job], marker=METHOD_MARKERS.get(method, "."),
+                     label=f"{job} {method}", s=36)
+    left.set(title="variants: test accuracy against cost", xlabel="MACs (millions)", ylabel="test accuracy",
+             xscale="log")
+    left.legend(fontsize=7, ncol=2)
+    for job, info in sorted(details.items()):
+        levels = info["dms"]["levels"]
+        predicted = [lv["predicted_macs"] / levels[0]["predicted_macs"] for lv in levels]
+        measured = [lv["latency_b64_ms"] / levels[0]["latency_b64_ms"] for lv in levels]
+        right.plot(predicted, measured, marker="o", color=colours[job], label=job)
+    right.plot([0, 1.05], [0, 1.05], color="grey", linestyle="--", linewidth=1, label="measured = Eq. (2)")
+    right.set(title="DMS levels: latency against Eq. (2)", xlabel="predicted cost / level 0 (Eq. 2)",
+              ylabel="measured batch-64 latency / level 0", xlim=(0, 1.05), ylim=(0, 1.3))
+    right.legend(fontsize=8)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def exits_figure(details: dict):
+    """Per job: each exit's test accuracy against the MACs of the path to it, with the share of test inputs
+    that stop there under the calibrated thresholds, and the early-exit policy's mean cost and accuracy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    for i, (job, info) in enumerate(sorted(details.items())):
+        macs = [e["macs"] / 1e6 for e in info["exits"]]
+        ax.plot(macs, [e["test_accuracy"] for e in info["exits"]], marker="D", color=f"C{i}", label=f"{job} exits")
+        for e, x in zip(info["exits"], macs):
+            ax.annotate(f"{e['share']:.0%}", (x, e["test_accuracy"]), textcoords="offset points", xytext=(4, -12),
+                        fontsize=7, color=f"C{i}")
+        early = info["early_exit"]
+        ax.scatter([early["mean_macs"] / 1e6], [early["accuracy"]], marker="P", s=90, color=f"C{i}",
+                   label=f"{job} early exit ({early['macs_reduction']:.1f}× fewer MACs)")
+    ax.set(title="multi-exit networks: accuracy per exit (share of test inputs stopping there)",
+           xlabel="MACs of the path (millions)", ylabel="test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -217,3 +217,130 @@ def check_document(model: type[BaseModel], doc: Any, label: str) -> None:
             problems.append(f"field '{field}': {e['msg'].removeprefix('Value error, ')}{value}")
         more = f" … (+{exc.error_count() - 10} more)" if exc.error_count() > 10 else ""
         raise ArtifactError(f"{label}: " + "; ".join(problems) + more) from None
+
+
+class DMSEntry(_Doc):
+    group: str
+    factor: float = Field(gt=0, le=1)
+    active: int = Field(ge=1)
+    width: int = Field(ge=1)
+    sensitivity: float
+    saving: int = Field(ge=0)
+
+
+class DMSLevel(_Doc):
+    level: int = Field(ge=0)
+    predicted_macs: int = Field(gt=0)  # Eq. (2), plus the linear layers
+    counted_macs: int = Field(gt=0)
+    latency_b1_ms: float = Field(gt=0)
+    latency_b64_ms: float = Field(gt=0)
+
+
+class DMSDetails(_Doc):
+    base_accuracy: float = Field(ge=0, le=1)
+    target_saving: float = Field(ge=0)
+    table: list[DMSEntry]
+    levels: list[DMSLevel] = Field(min_length=1)
+
+
+class PruningIteration(_Doc):
+    index: int = Field(ge=0)
+    accepted: bool
+    val_accuracy: float = Field(ge=0, le=1)
+    test_accuracy: float | None = Field(None, ge=0, le=1)
+    params: int = Field(gt=0)
+    macs: int = Field(gt=0)
+    filters: dict[str, int]
+    epochs: int = Field(ge=0)
+    latency_ms: dict[str, float]
+    seconds: float = Field(ge=0)
+
+
+class PruningDetails(_Doc):
+    stopped: str
+    iterations: list[PruningIteration] = Field(min_length=1)
+
+
+class MagnitudeDetails(PruningIteration):
+    target_macs: int = Field(gt=0)
+    ratio: float = Field(ge=0, le=1)
+    macs_error: float
+
+
+class TuckerLayer(_Doc):
+    name: str
+    ranks: list[int] = Field(min_length=2, max_length=2)
+    retained: list[float] = Field(min_length=2, max_length=2)
+    macs_before: int = Field(gt=0)
+    macs_after: int = Field(gt=0)
+    decomposed: bool
+    error: float = Field(ge=0)
+    error_tensorly: float | None = Field(None, ge=0)
+
+
+class TuckerDetails(_Doc):
+    variance: float = Field(gt=0, le=1)
+    val_accuracy_before_finetune: float = Field(ge=0, le=1)
+    val_accuracy_after_finetune: float = Field(ge=0, le=1)
+    layers: list[TuckerLayer]
+
+
+class CompressedJob(_Doc):
+    """One job's compression: the DMS table and levels, D-Pruner's iterations, the ℓ1 baseline, Tucker-2."""
+
+    family: Family
+    model: str
+    dms: DMSDetails
+    dpruner: PruningDetails
+    magnitude: MagnitudeDetails | None = None
+    tucker: TuckerDetails
+    seconds: dict[str, float]
+
+
+class CompressionDoc(_Doc):
+    """`compression.json`: the details behind the compress stage's catalog rows, per job."""
+
+    jobs: dict[str, CompressedJob] = Field(min_length=1)
+
+
+class ExitStats(_Doc):
+    depth: int = Field(ge=0)
+    threshold: float = Field(ge=0, le=1)
+    weight: float = Field(ge=0)
+    test_accuracy: float = Field(ge=0, le=1)
+    share: float = Field(ge=0, le=1)  # of the test inputs that stop here under the thresholds
+    precision: float | None = Field(None, ge=0, le=1)  # of those inputs, the share answered correctly
+    macs: int = Field(gt=0)  # of the path to this exit
+    latency_b1_ms: float = Field(gt=0)
+
+
+class EarlyExitStats(_Doc):
+    accuracy: float = Field(ge=0, le=1)
+    full_accuracy: float = Field(ge=0, le=1)
+    mean_macs: float = Field(gt=0)
+    full_macs: int = Field(gt=0)
+    mean_ms: float = Field(gt=0)
+    full_ms: float = Field(gt=0)
+    macs_reduction: float = Field(gt=0)
+    latency_reduction: float = Field(gt=0)
+    accuracy_drop_points: float
+
+
+class MultiExitJob(_Doc):
+    """One job's multi-exit network: its exits and the early-exit policy against the base network."""
+
+    family: Family
+    model: str
+    aggregate: bool
+    focal_gamma: float = Field(ge=0)
+    target_precision: float = Field(gt=0, le=1)
+    train_seconds: float = Field(ge=0)
+    base_accuracy: float = Field(ge=0, le=1)
+    exits: list[ExitStats] = Field(min_length=1)
+    early_exit: EarlyExitStats
+
+
+class ExitsDoc(_Doc):
+    """`exits.json`: the multi-exit stage's networks, per job."""
+
+    jobs: dict[str, MultiExitJob] = Field(min_length=1)

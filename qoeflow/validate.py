@@ -195,3 +195,20 @@ def check_plan_vs_actual(df: pd.DataFrame, label: str = "plan_vs_actual.csv") ->
     exps += [_in_range(gxe, c, c.split("_", 1)[1]) for c in df.columns if c.startswith(("actual_", "predicted_"))
              and c.split("_", 1)[1] not in ("seconds", "qoe")]
     _raise(label, _problems("plan_vs_actual", df, exps, ["job"]))
+
+
+MODEL_CATALOG_COLUMNS = ["variant", "family", "source_job", "method", "accuracy", "params", "macs", "size_bytes",
+                         "latency_b1_ms", "latency_b64_ms", "n_layers", "n_filters", "path", "device"]
+
+
+def check_model_catalog(df: pd.DataFrame, label: str = "catalog.csv") -> None:
+    """The model catalog: one row per variant, unique names; known family; accuracy in [0, 1]; sizes,
+    MACs and latencies positive and finite; a model file path per row."""
+    gxe = _start(df, MODEL_CATALOG_COLUMNS, label)
+    exps: list[Any] = [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in MODEL_CATALOG_COLUMNS]
+    exps.append(gxe.ExpectColumnValuesToBeUnique(column="variant"))
+    exps.append(gxe.ExpectColumnValuesToBeInSet(column="family", value_set=list(FAMILIES)))
+    exps.append(gxe.ExpectColumnValuesToBeBetween(column="accuracy", min_value=0, max_value=1))
+    exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=_HUGE, strict_min=True)
+             for c in ("params", "macs", "size_bytes", "latency_b1_ms", "latency_b64_ms", "n_layers", "n_filters")]
+    _raise(label, _problems("model_catalog", df[MODEL_CATALOG_COLUMNS], exps, ["variant"]))

@@ -14,6 +14,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from qoeflow.dag.spec import Dag
 from tasks.catalog import CATALOG
 
 
@@ -22,7 +23,8 @@ class TaskDef:
     """What a stage task reads, writes and runs.
 
     A task either has `run(ctx) -> summary`, or, for `foreach` stages, `run_item(ctx, item) -> summary`
-    for each item and `gather(ctx, item_summaries) -> summary`.
+    for each item and `gather(ctx, item_summaries) -> summary`. `inputs` must come from the stage's
+    dependencies; `optional` inputs are read when a dependency writes them (the report shows what exists).
     """
 
     name: str
@@ -30,6 +32,12 @@ class TaskDef:
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     entry: dict[str, str] = field(default_factory=dict)
+    optional: tuple[str, ...] = ()
+
+    def reads(self, dag: Dag, stage: str) -> tuple[str, ...]:
+        """What the task reads as DAG stage `stage`: its inputs and the optional ones its dependencies write."""
+        provided = {out for dep in dag.stages[stage].deps if dep in dag.stages for out in dag.stages[dep].outs}
+        return self.inputs + tuple(name for name in self.optional if name in provided)
 
     def function(self, kind: str) -> Callable[..., Any] | None:
         """The task's `run`, `run_item` or `gather` function, imported on first use."""
@@ -47,7 +55,7 @@ REGISTRY: dict[str, TaskDef] = {}
 
 def register(task: TaskDef) -> TaskDef:
     """Add a stage task to the registry (a stage that is Ray by nature registers itself from flows/)."""
-    for name in task.inputs + task.outputs:
+    for name in task.inputs + task.optional + task.outputs:
         if name not in CATALOG:
             raise ValueError(f"task '{task.name}': artifact '{name}' is not declared in the catalog (tasks/catalog.py)")
     REGISTRY[task.name] = task
@@ -78,14 +86,29 @@ register(TaskDef(
     name="continue",
     module="tasks.continue_training",
     inputs=("allocation", "checkpoints"),
-    outputs=("continued_curves", "plan_vs_actual", "selection", "continued_checkpoints"),
+    outputs=("continued_curves", "plan_vs_actual", "selection", "continued_models", "continued_checkpoints"),
+    entry={"run_item": "run_job", "gather": "gather"},
+))
+register(TaskDef(
+    name="compress",
+    module="tasks.compress",
+    inputs=("continued_models",),
+    outputs=("variants", "compressed_models", "compression", "compression_figure"),
+    entry={"run_item": "run_job", "gather": "gather"},
+))
+register(TaskDef(
+    name="multiexit",
+    module="tasks.multiexit",
+    inputs=("continued_models", "variants"),
+    outputs=("multiexit_models", "exits", "exits_figure", "model_catalog"),
     entry={"run_item": "run_job", "gather": "gather"},
 ))
 register(TaskDef(
     name="report",
     module="tasks.report",
-    inputs=("curves", "jobs", "forecast_figure", "scores", "allocation_figure", "allocation", "plan_vs_actual",
-            "selection", "asha"),
+    optional=("curves", "jobs", "forecast_figure", "scores", "allocation_figure", "allocation", "plan_vs_actual",
+              "selection", "variants", "compression", "compression_figure", "exits", "model_catalog", "exits_figure",
+              "asha"),
     outputs=("html",),
     entry={"run": "run"},
 ))

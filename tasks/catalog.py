@@ -36,14 +36,14 @@ class Kind:
         if not self.folder and path.is_dir():
             raise ArtifactError(f"{label}: is a folder; the catalog declares a {self.description}")
 
-    def load(self, path: Path, label: str) -> Any:
+    def load(self, path: Path, label: str, root: Path | None = None) -> Any:
         self._expect_shape(path, label)
         return self.read(path, label)
 
     def read(self, path: Path, label: str) -> Any:
         return path
 
-    def save(self, obj: Any, tmp: Path, label: str) -> None:
+    def save(self, obj: Any, tmp: Path, label: str, root: Path | None = None) -> None:
         raise ArtifactError(f"{label}: a {self.description} is written in place by its stage, not saved")
 
 
@@ -64,7 +64,7 @@ class Table(Kind):
         self.check(df, label)
         return df
 
-    def save(self, obj: Any, tmp: Path, label: str) -> None:
+    def save(self, obj: Any, tmp: Path, label: str, root: Path | None = None) -> None:
         self.check(obj, label)
         obj.to_csv(tmp, index=False)
 
@@ -95,7 +95,7 @@ class Document(Kind):
         schemas.check_document(self.model, doc, label)
         return doc
 
-    def save(self, obj: Any, tmp: Path, label: str) -> None:
+    def save(self, obj: Any, tmp: Path, label: str, root: Path | None = None) -> None:
         doc = json.loads(json.dumps(obj, default=float))  # plain JSON types, as a reader will see them
         schemas.check_document(self.model, doc, label)
         tmp.write_text(json.dumps(_finite_json(doc), indent=2, sort_keys=True) + "\n")
@@ -120,7 +120,7 @@ class Figure(Kind):
             raise ArtifactError(f"{label}: not a decodable PNG ({exc})") from None
         return path
 
-    def save(self, obj: Any, tmp: Path, label: str) -> None:
+    def save(self, obj: Any, tmp: Path, label: str, root: Path | None = None) -> None:
         obj.savefig(tmp, format="png", dpi=self.dpi)
         self.read(tmp, label)
 
@@ -137,7 +137,7 @@ class Page(Kind):
             raise ArtifactError(f"{label}: no <html> element at its start")
         return text
 
-    def save(self, obj: Any, tmp: Path, label: str) -> None:
+    def save(self, obj: Any, tmp: Path, label: str, root: Path | None = None) -> None:
         tmp.write_text(obj)
         self.read(tmp, label)
 
@@ -170,6 +170,48 @@ class Weights(Kind):
 
 
 @dataclass(frozen=True)
+class ModelFiles(Kind):
+    """A folder of qoeflow model files (architecture + weights, qoeflow/models/arch.py), each loadable
+    with weights_only=True; saved from {file name: model bytes}, loads as the folder once every file loads."""
+
+    folder = True
+    description = "folder of model files"
+
+    def read(self, path: Path, label: str) -> Path:
+        from qoeflow.models.arch import ModelFileError, read_model
+
+        files = _check_torch_files(path, label)
+        if not files:
+            raise ArtifactError(f"{label}: no *.pt file")
+        for file in files:
+            try:
+                read_model(file)
+            except ModelFileError as exc:
+                raise ArtifactError(f"{label}: {exc}") from None
+        return path
+
+    def save(self, obj: Mapping[str, bytes], tmp: Path, label: str, root: Path | None = None) -> None:
+        tmp.mkdir(parents=True)
+        for name, data in obj.items():
+            (tmp / name).write_bytes(data)
+        self.read(tmp, label)
+
+
+@dataclass(frozen=True)
+class ModelCatalog(Table):
+    """The model catalog table; when read, every row's model file (a path from the project root) must exist.
+    (When written, the files of the writing stage are not yet in place: they are published with it.)"""
+
+    def load(self, path: Path, label: str, root: Path | None = None) -> Any:
+        df = super().load(path, label)
+        if root is not None:
+            missing = [f"{r.variant} → {r.path}" for r in df.itertuples() if not (root / str(r.path)).is_file()]
+            if missing:
+                raise ArtifactError(f"{label}: model file(s) missing for {len(missing)} row(s): {', '.join(missing[:5])}")
+        return df
+
+
+@dataclass(frozen=True)
 class Checkpoints(Kind):
     """A persisted folder of per-job checkpoints that the training loop writes in place, file by file
     (each atomically); a damaged checkpoint is the training loop's to report, so loading only checks the folder."""
@@ -197,7 +239,18 @@ CATALOG: dict[str, Kind] = {
     "continued_curves": Table(validate.check_curves),
     "plan_vs_actual": Table(validate.check_plan_vs_actual),
     "selection": Document(schemas.SelectionDoc),
+    "continued_models": Weights(),
     "continued_checkpoints": Checkpoints(),
+    # compress
+    "variants": ModelCatalog(validate.check_model_catalog),
+    "compressed_models": ModelFiles(),
+    "compression": Document(schemas.CompressionDoc),
+    "compression_figure": Figure(dpi=80),
+    # multiexit
+    "multiexit_models": ModelFiles(),
+    "exits": Document(schemas.ExitsDoc),
+    "exits_figure": Figure(dpi=80),
+    "model_catalog": ModelCatalog(validate.check_model_catalog),
     # asha
     "asha": Document(schemas.AshaDoc),
     # report

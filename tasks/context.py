@@ -89,7 +89,7 @@ class StageContext:
         path = self.input(name)
         label = self._label(path)
         try:
-            return kind_of(name).load(path, label)
+            return kind_of(name).load(path, label, root=self.root)
         except ArtifactError as exc:
             raise StageError(f"validation failed: {exc}") from None
 

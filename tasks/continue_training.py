@@ -33,7 +33,7 @@ def gather(ctx: StageContext, summaries: list[dict]) -> dict:
     doc, planned = _plan(ctx)
     chosen = doc["chosen"]
     names = sorted(planned)
-    curves, stats, _ = gathered(ctx, summaries, names)
+    curves, stats, model_files = gathered(ctx, summaries, names)
     rows = []
     for name in names:
         info, curve = stats[name], curves[curves["job"] == name]
@@ -65,6 +65,7 @@ def gather(ctx: StageContext, summaries: list[dict]) -> dict:
     ctx.save("continued_curves", curves)
     ctx.save("plan_vs_actual", table)
     ctx.save("selection", selection)
+    ctx.save("continued_models", model_files)
     ctx.log(f"continue: planned E_sum {selection['E_sum_planned']:.4f}, realised {selection['E_sum_realised']:.4f}; "
             f"selected {selection['selected_job']}")
     published = ctx.publish()

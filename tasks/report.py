@@ -310,6 +310,65 @@ def asha_section(ctx: StageContext, stage: str) -> dict[str, Any]:
     }
 
 
+def _variant_rows(rows: pd.DataFrame, base: dict | None) -> list[Row]:
+    out = []
+    for r in rows.to_dict("records"):
+        speedup = base["latency_b64_ms"] / r["latency_b64_ms"] if base else None
+        out.append(Row([r["variant"], r["method"], hz.percent(r["accuracy"]), hz.si(r["macs"], "MACs"),
+                        hz.ratio(base["macs"] / r["macs"]) if base else hz.MISSING, hz.si(r["params"]),
+                        hz.size(r["size_bytes"]), hz.milliseconds(r["latency_b1_ms"] / 1e3),
+                        hz.milliseconds(r["latency_b64_ms"] / 1e3), hz.ratio(speedup) if speedup else hz.MISSING],
+                       mark="chosen" if r["method"] == "base" else ""))
+    return out
+
+
+VARIANT_COLUMNS = [Column("variant"), Column("method"), Column("test accuracy", True), Column("MACs", True),
+                   Column("fewer MACs", True), Column("params", True), Column("size", True),
+                   Column("latency b1", True, "median, batch 1"), Column("latency b64", True, "median, batch 64"),
+                   Column("b64 speedup", True)]
+
+
+@section("compress", "Compression")
+def compress_section(ctx: StageContext, stage: str) -> dict[str, Any]:
+    variants = ctx.load("variants")
+    details = ctx.load("compression")["jobs"]
+    tables = []
+    for job, rows in variants.groupby("source_job", sort=False):
+        base = rows[rows["method"] == "base"].to_dict("records")
+        info = details[job]
+        dms = ", ".join(f"{e['group']} × {hz.fixed(e['factor'], 2)}" for e in info["dms"]["table"])
+        tables.append(Table(VARIANT_COLUMNS, _variant_rows(rows, base[0] if base else None),
+                            caption=f"{job}: every variant",
+                            note=f"DMS table (level k scales the first k): {dms}. D-Pruner: {info['dpruner']['stopped']}."))
+    return {"text": f"{len(variants)} variants of {variants['source_job'].nunique()} jobs, measured on "
+                    f"{', '.join(sorted(variants['device'].unique()))}; latencies are medians.",
+            "tables": tables,
+            "figures": [png_figure(ctx.load("compression_figure"), "accuracy against MACs; DMS latency against Eq. 2")]}
+
+
+@section("multiexit", "Multi-exit networks")
+def multiexit_section(ctx: StageContext, stage: str) -> dict[str, Any]:
+    details = ctx.load("exits")["jobs"]
+    catalog = ctx.load("model_catalog")
+    tables = []
+    for job, info in details.items():
+        early = info["early_exit"]
+        rows = [Row([str(i + 1), str(e["depth"]), hz.fixed(e["threshold"], 4), hz.percent(e["test_accuracy"]),
+                     hz.percent(e["share"]), hz.percent(e["precision"]) if e["precision"] is not None else hz.MISSING,
+                     hz.si(e["macs"], "MACs"), hz.milliseconds(e["latency_b1_ms"] / 1e3)]) for i, e in enumerate(info["exits"])]
+        rows.append(Row(["early exit", "", "", hz.percent(early["accuracy"]), "", "", hz.si(early["mean_macs"], "MACs"),
+                         hz.milliseconds(early["mean_ms"] / 1e3)], mark="chosen"))
+        tables.append(Table(
+            [Column("exit"), Column("after stage", True), Column("threshold", True), Column("test accuracy", True),
+             Column("share stopping", True), Column("precision there", True), Column("MACs of path", True),
+             Column("latency b1", True)], rows, caption=f"{job}: exits and the early-exit policy",
+            note=f"Against the base network ({hz.percent(early['full_accuracy'])}): {hz.ratio(early['macs_reduction'])} "
+                 f"fewer MACs, {hz.ratio(early['latency_reduction'])} lower batch-1 latency, "
+                 f"{hz.number(early['accuracy_drop_points'])} points of accuracy lost."))
+    return {"text": f"The model catalog holds {len(catalog)} variants; `qoeflow models list` prints it.",
+            "tables": tables, "figures": [png_figure(ctx.load("exits_figure"), "accuracy per exit")]}
+
+
 # -- the stage table -------------------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from qoeflow.dag.spec import Dag, check_dag, load_dag
-from qoeflow.params import Params, effective_tree, validate_params
+from qoeflow.params import Params, check_chosen_jobs, effective_tree, validate_params
 from tasks import REGISTRY, task_io
 from tasks.context import TMP, StageContext, StageError, remove_path
 
@@ -22,8 +22,10 @@ def load_project(root: Path, dag_path: str, params_path: str = "params.yaml", se
     tree = effective_tree(params_file, overrides, sets)
     layers = " and ".join(([dag.params_file] if dag.params_file else [])
                           + ([f"{dag_path} overrides"] if dag.overrides else []) + (["--set"] if sets else []))
-    params = validate_params(tree, f"{params_path} (with {layers})" if layers else params_path)
+    source = f"{params_path} (with {layers})" if layers else params_path
+    params = validate_params(tree, source)
     check_dag(dag, task_io(), tree)
+    check_chosen_jobs(params, sorted({key.split(".")[0] for s in dag.stages.values() for key in s.params}), source)
     return dag, tree, params
 
 
@@ -47,7 +49,7 @@ def make_context(
 
 def _guarded(ctx: StageContext, fn: Callable[..., dict], *args: Any) -> dict:
     start = time.perf_counter()
-    ctx.require_inputs(REGISTRY[ctx.spec.task].inputs)
+    ctx.require_inputs(REGISTRY[ctx.spec.task].reads(ctx.dag, ctx.stage))
     remove_path(ctx.root / TMP / ctx.stage)  # what an earlier, killed attempt left unpublished
     try:
         summary = dict(fn(ctx, *args) or {})

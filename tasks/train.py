@@ -102,7 +102,8 @@ def gathered(ctx: StageContext, summaries: list[dict], names: list[str]) -> tupl
         ctx.notes.extend(n for n in by_job[name].get("notes", []) if n not in ctx.notes)
     frames = [pd.DataFrame(by_job[n]["curve"]) for n in names if by_job[n]["curve"]]
     present = {by_job[n]["stats"]["task"] for n in names}
-    columns = list(CURVE_COLUMNS) + [m for f in FAMILIES.values() if f.name in present for m in f.metric_names]
+    metrics = [m for f in FAMILIES.values() if f.name in present for m in f.metric_names]
+    columns = list(CURVE_COLUMNS) + list(dict.fromkeys(metrics))  # families may share a metric
     curves = pd.concat(frames, ignore_index=True).reindex(columns=columns) if frames else pd.DataFrame(columns=columns)
     return curves, {n: by_job[n]["stats"] for n in names}, {n: Path(by_job[n]["model_file"]) for n in names}
 

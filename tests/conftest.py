@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from qoeflow.dag.spec import load_dag
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 COPIED = ["qoeflow", "tasks", "flows", "dags", "params.yaml", "dvc.yaml", ".dvcignore", "pyproject.toml"]
@@ -122,6 +124,7 @@ def ray_cluster(tmp_path_factory):
 
 
 SMOKE = ["--dag", "dags/smoke.yaml"]
+SMOKE_STAGES = load_dag(REPO / "dags/smoke.yaml").order()  # the smoke DAG's stages, in order
 
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

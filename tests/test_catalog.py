@@ -15,7 +15,7 @@ import pytest
 
 import flows  # noqa: F401  registers the stages whose code lives in flows/
 from tasks import REGISTRY
-from tasks.catalog import CATALOG, Checkpoints, Document, Figure, Page, Table, Weights
+from tasks.catalog import CATALOG, Checkpoints, Document, Figure, ModelFiles, Page, Table, Weights
 from tasks.context import StageError
 from tasks.runner import load_project, make_context, run_stage
 
@@ -51,6 +51,10 @@ def _folder_to_file(path: Path) -> None:
     path.write_text("not a folder\n")
 
 
+def _truncate_first_file(folder: Path) -> None:
+    _truncate(sorted(folder.glob("*.pt"))[0])
+
+
 def _first_job(doc: dict) -> dict:
     return doc[sorted(doc)[0]]
 
@@ -72,6 +76,12 @@ CASES = [
     ("forecast_figure", "report", _truncate, ["not a decodable PNG"]),
     ("plan_vs_actual", "report", _csv(lambda f: _set(f, "predicted_qoe", 2.0)), ["column 'predicted_qoe'", "job="]),
     ("asha", "report", _json(lambda d: d.update(E_sum=-1.0)), ["field 'E_sum'", "(got -1.0)"]),
+    ("continued_models", "compress", _truncate_first_file, ["not loadable torch files (truncated or corrupt)"]),
+    ("variants", "multiexit", _csv(lambda f: _set(f, "accuracy", 1.5)), ["column 'accuracy'", "variant="]),
+    ("compression", "report", _json(lambda d: _first_job(d["jobs"])["dms"].update(levels=[])),
+     ["field 'jobs.", "dms.levels': List should have at least 1 item"]),
+    ("exits", "report", _json(lambda d: _first_job(d["jobs"])["early_exit"].update(accuracy=math.nan)),
+     ["early_exit.accuracy': Input should be a finite number"]),
 ]
 
 
@@ -95,10 +105,10 @@ def _snapshot(path: Path) -> Callable[[], None]:
 
 def test_every_artifact_is_declared_with_a_kind_and_schema():
     for task in REGISTRY.values():
-        for name in task.inputs + task.outputs:
+        for name in task.inputs + task.optional + task.outputs:
             assert name in CATALOG, f"{task.name}: {name}"
     for name, kind in CATALOG.items():
-        assert isinstance(kind, (Table, Document, Figure, Page, Weights, Checkpoints)), name
+        assert isinstance(kind, (Table, Document, Figure, Page, Weights, ModelFiles, Checkpoints)), name
         if isinstance(kind, Document):
             assert kind.model.model_json_schema()["title"], name
 

@@ -8,10 +8,10 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import BIN, REPO, clean_env, make_project, qoeflow
+from conftest import BIN, REPO, SMOKE_STAGES, clean_env, make_project, qoeflow
 
 DVC_FILE = "dags/smoke/dvc.yaml"
-ALL = {"train", "forecast", "allocate", "continue", "asha", "report"}
+ALL = set(SMOKE_STAGES)
 
 
 def _repro(project) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from qoeflow.params import ParamsError, apply_set, deep_merge, effective_tree, read_params_file, validate_params
+from qoeflow.params import ParamsError, apply_set, check_chosen_jobs, deep_merge, effective_tree, read_params_file, validate_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,7 +18,8 @@ def _tree() -> dict:
 def test_shipped_params_are_valid():
     params = validate_params(_tree())
     assert len(params.train.jobs) >= 8
-    assert {j.task for j in params.train.jobs} == {"digits", "crowd"}
+    assert {j.task for j in params.train.jobs} == {"digits", "crowd", "sprites"}
+    assert set(params.compress.jobs) <= {j.name for j in params.train.jobs}
 
 
 def test_negative_epochs_names_the_key_and_the_rule():
@@ -78,13 +79,32 @@ def test_a_section_check_names_the_key_and_value_not_the_section():
     assert message == "params.yaml: train: job names must be unique; repeated: ['digits-mlp']"
 
 
+def test_compress_takes_trained_jobs_and_checks_its_ranges():
+    import flows  # noqa: F401  registers the stages whose code lives in flows/
+    from tasks.runner import load_project
+
+    with pytest.raises(ParamsError, match=r"compress.jobs.1: 'digits-cnn' is not a training job \(train.jobs: digits-mlp, "):
+        load_project(REPO, "dags/lifecycle.yaml", sets=["compress.jobs=[digits-vgg, digits-cnn]"])
+    # only the sections a DAG's stages read are checked: a DAG without `compress` may train fewer jobs
+    fewer = validate_params(apply_set(_tree(), "train.jobs=[{name: a, task: digits, model: vgg, epochs: 1}]"))
+    check_chosen_jobs(fewer, ["train", "forecast"])
+    with pytest.raises(ParamsError, match=r"multiexit.jobs.0: 'digits-resnet' is not a training job \(train.jobs: a\)"):
+        check_chosen_jobs(fewer, ["multiexit"])
+    for key, value, rule in [("compress.tucker.variance", "1.5", "less than or equal to 1"),
+                             ("compress.tucker.variance", "0", "greater than 0"),
+                             ("compress.dpruner.threshold", "1", "less than 1"),
+                             ("compress.dpruner.threshold", "0", "greater than 0")]:
+        with pytest.raises(ParamsError, match=rf"{key}: Input should be {rule} \(got {value}"):
+            validate_params(apply_set(_tree(), f"{key}={value}"))
+
+
 def test_families_come_from_the_registry():
     from qoeflow.families import FAMILIES
     from qoeflow.models import MODELS
 
     assert {name: f.models for name, f in FAMILIES.items()} == MODELS  # the registry's names are the zoo's
     tree = apply_set(_tree(), "train.jobs.0.task=imagenet")
-    with pytest.raises(ParamsError, match=r"train.jobs.0.task: Input should be 'digits' or 'crowd'"):
+    with pytest.raises(ParamsError, match=r"train.jobs.0.task: Input should be 'digits', 'crowd' or 'sprites'"):
         validate_params(tree)
     tree = apply_set(_tree(), "qoe.metrics.digits=[mae]")
     with pytest.raises(ParamsError, match=r"metrics.digits: \['mae'\] are not digits metrics \(allowed: accuracy, error\)"):

@@ -36,4 +36,11 @@ def build_model(task: str, name: str, size: int | None = None, **kwargs) -> nn.M
     return _BUILDERS[task][name](size=size, **kwargs)
 
 
-__all__ = ["MODELS", "build_model", "input_shape", "count_macs", "count_params"]
+def load_variant(variant: str, catalog=None, root=None) -> nn.Module:
+    """A variant of the model catalog as a ready module (see qoeflow/models/variants.py)."""
+    from qoeflow.models import variants
+
+    return variants.load_variant(variant, catalog or variants.DEFAULT_CATALOG, root)
+
+
+__all__ = ["MODELS", "build_model", "input_shape", "count_macs", "count_params", "load_variant"]
