@@ -324,7 +324,10 @@ def cmd_models(args: argparse.Namespace) -> int:
                 table.add_column(column, justify="left" if shown[column] is str else "right")
             for row in rows.to_dict("records"):
                 table.add_row(*(fmt(row[c]) for c, fmt in shown.items()))
-            _console().print(table)
+            from rich.console import Console
+
+            # to stdout; piped or logged, wide enough that variant names are not cut
+            Console(width=None if sys.stdout.isatty() else 200).print(table)
             return 0
         if not args.variant:
             return _fail("models load needs a VARIANT (see `qoeflow models list`)")
