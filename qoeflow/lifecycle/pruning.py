@@ -177,6 +177,13 @@ def _check_common(accuracy_budget: float | None = None, round_to: int | None = N
             raise ValueError(f"{name} must be an integer ≥ 0, got {value!r}")
 
 
+def _check_splits(train: Data, val: Data, test: Data | None) -> None:
+    """Train and val are required (x, y) pairs; test is optional."""
+    _check_data("train", train)
+    _check_data("val", val)
+    _check_data("test", test, required=False)
+
+
 def _check_data(name: str, data: Data | None, required: bool = True) -> None:
     if data is None and not required:
         return
@@ -346,9 +353,7 @@ def d_pruner(model: nn.Module, train: Data, val: Data, *, test: Data | None = No
         raise ValueError(f"ratio (K as a share of a group's filters) must lie in (0, 1), got {ratio!r}")
     _check_common(accuracy_budget, round_to, {"block_epochs": block_epochs, "net_epochs": net_epochs,
                                               "finetune_epochs": finetune_epochs, "max_iterations": max_iterations})
-    _check_data("train", train)
-    _check_data("val", val)
-    _check_data("test", test, required=False)
+    _check_splits(train, val, test)
     x, y = train
     input_shape = tuple(x.shape[1:])
     example = _example(x, model)
@@ -490,9 +495,7 @@ def magnitude_baseline(model: nn.Module, train: Data, val: Data, *, target_macs:
                        latency_min_run_time: float = 0.2) -> PruningResult:
     """Torch-Pruning ℓ1 at `target_macs` (see `match_macs`), fine-tuned `epochs`; iterations: original, pruned."""
     _check_common(round_to=round_to, epochs={"epochs": epochs})
-    _check_data("train", train)
-    _check_data("val", val)
-    _check_data("test", test, required=False)
+    _check_splits(train, val, test)
     x, y = train
     input_shape = tuple(x.shape[1:])
     example = _example(x, model)
