@@ -26,6 +26,7 @@ test: setup
 bench: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/orchestration.py --lifecycle
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/planner.py
+	$(BIN)/python benchmarks/compression.py
 
 clean:
 	rm -rf .qoeflow data/smoke

@@ -134,6 +134,7 @@ class DMSParams(_Strict):
     base_factor: float = Field(0.7, gt=0, lt=1)
     min_factor: float = Field(0.5, gt=0, lt=1)
     saving: float | None = Field(None, gt=0, lt=1, description="MACs each level saves, as a share; default from base_factor")
+    round_to: int | None = Field(None, ge=1, le=256, description="active channels in multiples of this (CPU kernels work in blocks of 8 or 16)")
 
 
 class DPrunerParams(_Strict):
@@ -160,7 +161,7 @@ class CompressParams(_Strict):
     """Stage `compress`: which trained jobs (convolutional models) to compress, and each method's settings."""
 
     jobs: list[str] = Field(min_length=1)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, description="fine-tuning learning rate (Adam); see benchmarks/results/compression.md")
     latency_seconds: float = Field(0.2, gt=0, le=10, description="timing per latency measurement (median of blocks)")
     seed: int = 0
     dms: DMSParams = DMSParams()

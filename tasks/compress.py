@@ -53,11 +53,11 @@ def run_job(ctx: StageContext, name: str) -> dict:
 
     start = step(1, "DMS: reorder filters, build the table, measure every level")
     net, table = dms.make_dms(base, *val, saving=settings.dms.saving, base_factor=settings.dms.base_factor,
-                              min_factor=settings.dms.min_factor)
+                              min_factor=settings.dms.min_factor, round_to=settings.dms.round_to)
     costs = dms.level_costs(net, shape, latency=True, min_run_time=timing)
     for cost in costs:
-        row(f"dms-L{cost.level}", "dms", net, forward=lambda x, level=cost.level: net(x, level),
-            filters=_dms_filters(net, table, cost.level), level=cost.level)
+        row(f"dms-L{cost.level}", "dms", dms.DMSLevel(net, cost.level), filters=_dms_filters(net, table, cost.level),
+            level=cost.level)
     details["dms"] = {
         "base_accuracy": table.base_accuracy, "target_saving": table.target_saving,
         "table": [{"group": e.group, "factor": e.factor, "active": e.active, "width": e.width,

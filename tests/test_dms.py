@@ -183,6 +183,18 @@ def test_dmsnet_saves_and_loads(name, built, tmp_path):
         assert torch.equal(again(x, level), net.eval()(x, level))
 
 
+def test_a_saved_level_loads_as_a_model_that_runs_at_its_level(built, tmp_path):
+    _, net, _, x, _ = built["resnet"]
+    top = net.levels
+    save_model(dms.DMSLevel(net, top), tmp_path / "level.pt")
+    level, _ = read_model(tmp_path / "level.pt")
+    assert isinstance(level, dms.DMSLevel) and level.level == top
+    assert torch.equal(level(x), net.eval()(x, top))
+    assert count_macs(level, SHAPE) == count_macs(net, SHAPE, forward=lambda v: net(v, top)) < count_macs(net, SHAPE)
+    with pytest.raises(ValueError, match="level must be an integer"):
+        dms.DMSLevel(net, top + 1)
+
+
 @pytest.mark.parametrize("name", ARCHS)
 def test_table_orders_by_sensitivity_and_saves_equal_macs(name, built):
     model, net, table, x, y = built[name]
@@ -214,6 +226,27 @@ def test_table_with_a_target_saving():
     full = table.costs.macs({})
     assert table.target_saving == pytest.approx(0.05 * full)
     assert all(0.25 <= e.factor < 1 for e in table.entries)
+
+
+@pytest.mark.parametrize("round_to", [8, 16])
+def test_rounded_table_runs_whole_blocks_of_channels(round_to):
+    model = randomised("resnet")
+    x, y = pseudo_labelled(model, n=32)
+    net, table = dms.make_dms(model, x, y, round_to=round_to)
+    assert table.entries and all(e.active % round_to == 0 and e.active < e.width for e in table.entries)
+    wide = {g: w for g, w in table.costs.widths.items() if w > round_to}
+    assert {e.group for e in table.entries} <= set(wide)  # a group of ≤ round_to channels stays whole
+    top = net(x[:4], net.levels)
+    assert top.shape == (4, 10)
+
+
+def test_rounding_that_leaves_nothing_to_scale_is_refused():
+    model = randomised("vgg")  # widths 16, 32, 64: nothing is a multiple of 128 below its width
+    x, y = pseudo_labelled(model, n=16)
+    with pytest.raises(ValueError, match="round_to=128"):
+        dms.make_dms(model, x, y, round_to=128)
+    with pytest.raises(ValueError, match="round_to must be a positive integer"):
+        dms.make_dms(model, x, y, round_to=0)
 
 
 @pytest.mark.parametrize("name", ARCHS)

@@ -16,7 +16,7 @@ import torch
 
 import flows  # noqa: F401  registers the stages whose code lives in flows/
 from conftest import qoeflow
-from qoeflow.models import load_variant
+from qoeflow.models import count_macs, load_variant
 from qoeflow.models.arch import ModelFileError, read_model
 from qoeflow.validate import MODEL_CATALOG_COLUMNS
 from tasks.context import StageError
@@ -65,6 +65,8 @@ def test_every_catalog_model_loads_with_weights_only_and_runs(project, catalog):
             out = model(torch.rand(2, 1, 32, 32))
         assert out.shape == (2, 10), row.variant
         assert sum(p.numel() for p in model.parameters()) == row.params
+        if row.method != "early-exit":  # the policy's MACs are a mean over the test inputs as they exit
+            assert count_macs(model, (1, 32, 32)) == row.macs, row.variant  # a DMS level loads at its level
 
 
 def test_an_exit_holds_only_its_path_and_the_last_runs_the_whole_base_network(catalog):

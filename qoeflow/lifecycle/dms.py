@@ -304,13 +304,19 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, scales: Mappin
     return right / len(x)
 
 
-def _closest(costs: CostModel, scales: dict[str, float], group: str, k_min: int, target: float) -> tuple[int, int]:
-    """Active channels of `group` in [k_min, width−1] whose saving over `scales` is closest to `target`
-    (ties: the gentler), and that saving."""
+def _allowed(width: int, k_min: int, round_to: int | None) -> list[int]:
+    """Active-channel counts a group of `width` may take: [k_min, width−1], multiples of `round_to` if given."""
+    return [k for k in range(width - 1, k_min - 1, -1) if round_to is None or k % round_to == 0]
+
+
+def _closest(costs: CostModel, scales: dict[str, float], group: str, allowed: Sequence[int],
+             target: float) -> tuple[int, int]:
+    """The active-channel count of `group` among `allowed` (descending) whose saving over `scales` is
+    closest to `target` (ties: the gentler), and that saving."""
     width = costs.widths[group]
     before = costs.macs(scales)
     best = None
-    for k in range(width - 1, k_min - 1, -1):
+    for k in allowed:
         saving = before - costs.macs({**scales, group: k / width})
         if best is None or abs(saving - target) < abs(best[1] - target):
             best = (k, saving)
@@ -318,13 +324,17 @@ def _closest(costs: CostModel, scales: dict[str, float], group: str, k_min: int,
 
 
 def build_table(model: nn.Module, x_val: torch.Tensor, y_val: torch.Tensor, *, saving: float | None = None,
-                base_factor: float = 0.7, min_factor: float = 0.5) -> DMSTable:
+                base_factor: float = 0.7, min_factor: float = 0.5, round_to: int | None = None) -> DMSTable:
     """The DMS table of a reordered `model` (see `reorder`) from validation data. Each entry saves about
     Δ MACs over the level before it: Δ = `saving` × full MACs, or, without `saving`, the median over groups
-    of what a group alone saves at `base_factor`. Factors stay in [`min_factor`, 1) and drop ≥ 1 channel."""
+    of what a group alone saves at `base_factor`. Factors stay in [`min_factor`, 1) and drop ≥ 1 channel;
+    with `round_to`, active channels are multiples of it (CPU convolution kernels work in blocks of 8 or
+    16 channels: other counts waste much of a MACs cut), and groups with no such count are left whole."""
     for what, value in (("base_factor", base_factor), ("min_factor", min_factor)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
             raise ValueError(f"{what} must be a number in (0, 1), got {value!r}")
+    if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1):
+        raise ValueError(f"round_to must be a positive integer or None, got {round_to!r}")
     if saving is not None and (isinstance(saving, bool) or not isinstance(saving, (int, float)) or not 0 < saving < 1):
         raise ValueError(f"saving must be a share of the model's MACs in (0, 1) or None, got {saving!r}")
     if len(x_val) == 0 or len(x_val) != len(y_val):
@@ -340,11 +350,12 @@ def build_table(model: nn.Module, x_val: torch.Tensor, y_val: torch.Tensor, *, s
     ties = group_ties(groups)
     costs = cost_model(model, tuple(x_val.shape[1:]), groups)
     full = costs.macs({})
-    k_min = {g.name: active_channels(g.width, min_factor) for g in groups}
-    candidates = [g.name for g in groups if k_min[g.name] < g.width]
+    allowed = {g.name: _allowed(g.width, active_channels(g.width, min_factor), round_to) for g in groups}
+    candidates = [g.name for g in groups if allowed[g.name]]
     if not candidates:
-        raise ValueError(f"no channel group can be scaled at min_factor={min_factor} (every group would keep "
-                         f"all its channels)")
+        rounded = f" and round_to={round_to}" if round_to else ""
+        raise ValueError(f"no channel group can be scaled at min_factor={min_factor}{rounded} (every group would "
+                         f"keep all its channels)")
     if saving is not None:
         target = saving * full
     else:
@@ -356,7 +367,7 @@ def build_table(model: nn.Module, x_val: torch.Tensor, y_val: torch.Tensor, *, s
         base = _accuracy(model, x_val, y_val, {}, ties)
         probes, drops = {}, {}
         for g in candidates:
-            k, _ = _closest(costs, {}, g, k_min[g], target)
+            k, _ = _closest(costs, {}, g, allowed[g], target)
             probes[g] = k / costs.widths[g]
             drops[g] = base - _accuracy(model, x_val, y_val, {g: probes[g]}, ties)
     finally:
@@ -364,7 +375,7 @@ def build_table(model: nn.Module, x_val: torch.Tensor, y_val: torch.Tensor, *, s
     order = sorted(candidates, key=lambda g: drops[g])  # stable: ties keep the model's order
     entries, scales = [], {}
     for g in order:
-        k, gain = _closest(costs, scales, g, k_min[g], target)
+        k, gain = _closest(costs, scales, g, allowed[g], target)
         width = costs.widths[g]
         scales[g] = k / width
         entries.append(Entry(g, k / width, k, width, drops[g], probes[g], gain))
@@ -416,13 +427,32 @@ class DMSNet(nn.Module):
         return scaled_forward(self.net, x, scales, {group: producers for group, producers in self.ties})
 
 
+@composite
+class DMSLevel(nn.Module):
+    """One DMS level of a shared DMSNet as a model of its own (`forward(x)` runs `net` at `level`): what a
+    catalog row of that level loads. Wrapping copies nothing: every level may wrap the same DMSNet."""
+
+    ARCH_ATTRS = ("level",)
+
+    def __init__(self, net: DMSNet, level: int):
+        super().__init__()
+        _check_level(level, net.levels)
+        self.net, self.level = net, int(level)
+        self.train(net.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x, self.level)
+
+
 def make_dms(model: nn.Module, x_val: torch.Tensor, y_val: torch.Tensor, *, saving: float | None = None,
-             base_factor: float = 0.7, min_factor: float = 0.5) -> tuple[DMSNet, DMSTable]:
+             base_factor: float = 0.7, min_factor: float = 0.5, round_to: int | None = None
+             ) -> tuple[DMSNet, DMSTable]:
     """A DMSNet from a copy of `model` (left as it is): reorder, then build the table on validation data."""
     check_supported(model)
     net = copy.deepcopy(model)
     reorder(net, x_val[:1].to(next(net.parameters()).device))
-    table = build_table(net, x_val, y_val, saving=saving, base_factor=base_factor, min_factor=min_factor)
+    table = build_table(net, x_val, y_val, saving=saving, base_factor=base_factor, min_factor=min_factor,
+                        round_to=round_to)
     return DMSNet(net, table), table
 
 
