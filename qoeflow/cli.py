@@ -341,6 +341,68 @@ def cmd_models(args: argparse.Namespace) -> int:
         return _fail(str(exc).strip("'\""))
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """`qoeflow bench`: the bench stage's measurements of the DAG's model catalog on a device of this
+    machine, without a run (on a GPU machine: `--device cuda`), written to `-o` and summarised."""
+    import torch
+    from rich.table import Table
+
+    from qoeflow import humanize as h
+    from qoeflow.models import harness, variants
+    from qoeflow.models.benchmark import bench_catalog
+    from qoeflow.validate import ArtifactError, check_bench
+    from tasks.training_loop import job_split
+
+    sets = list(args.set) + ([f"bench.device={args.device}"] if args.device else [])
+    dag, _, params = _project(args, sets)
+    settings = params.bench
+    catalog = _catalog_path(dag)
+    try:
+        device = harness.resolve_device(settings.device)
+        rows = variants.read_catalog(catalog)
+        missing = [r.variant for r in rows.itertuples() if not Path(str(r.path)).is_file()]
+        if missing:
+            return _fail(f"{catalog}: model file(s) missing for {', '.join(missing[:5])}: run the DAG first")
+    except (FileNotFoundError, ValueError) as exc:
+        return _fail(str(exc))
+    torch.set_num_threads(settings.threads)
+    chosen = list(settings.precisions or harness.default_precisions(device))
+    output = Path(args.output or f"bench-{device.type}.csv")
+
+    def test_data(family: str):
+        split = job_split(params.train, family)
+        return split.x_test, split.y_test
+
+    def progress(done: int, total: int, variant: str) -> None:
+        if done < total:
+            print(f"[{done + 1}/{total}] {variant}", flush=True)
+
+    table, failures = bench_catalog(rows, Path.cwd(), test_data, device=device, precisions=chosen,
+                                    batches=list(settings.batches), min_run_time=settings.min_run_time,
+                                    progress=progress)
+    for failure in failures:
+        print(f"skipped: {failure}")
+    try:
+        check_bench(table, str(output))
+    except ArtifactError as exc:
+        return _fail(str(exc))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(output, index=False)
+    small = int(table["batch"].min())
+    front = table[table["pareto"]].sort_values(["family", "p50_ms"])
+    summary = Table(title=f"{output}: {len(table)} measurements on {table['device'].iloc[0]}; "
+                          f"the Pareto front at batch {small}")
+    for column in ("family", "variant", "precision", "accuracy", "p50", "p99"):
+        summary.add_column(column, justify="right" if column in ("accuracy", "p50", "p99") else "left")
+    for r in front.to_dict("records"):
+        summary.add_row(r["family"], r["variant"], r["precision"], h.percent(r["accuracy"]),
+                        h.milliseconds(r["p50_ms"] / 1e3), h.milliseconds(r["p99_ms"] / 1e3))
+    from rich.console import Console
+
+    Console(width=None if sys.stdout.isatty() else 200).print(summary)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qoeflow", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -380,6 +442,15 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--dag", default=DEFAULT_DAG)
     models.add_argument("--params", default="params.yaml")
     models.set_defaults(func=cmd_models)
+
+    bench = sub.add_parser("bench", help="measure the model catalog's variants on a device, as the bench stage does")
+    bench.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="default: params bench.device")
+    bench.add_argument("--dag", default=DEFAULT_DAG)
+    bench.add_argument("--params", default="params.yaml")
+    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a param, e.g. bench.precisions=[fp32,fp16] (repeatable)")
+    bench.add_argument("-o", "--output", default=None, help="the table to write (default: bench-<device>.csv)")
+    bench.set_defaults(func=cmd_bench)
 
     serve = sub.add_parser("serve", help="serve the DAG's flow as a Prefect deployment on a schedule")
     serve.add_argument("--dag", default=DEFAULT_DAG)

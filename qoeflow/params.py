@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from qoeflow import precisions
 from qoeflow.families import FAMILIES, NAMES
 from qoeflow.lifecycle import allocation, curves
 
@@ -195,6 +196,30 @@ class MultiExitParams(_Strict):
         return self
 
 
+class BenchParams(_Strict):
+    """Stage `bench`: every catalog variant at every precision and batch size on one device."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precisions: list[str] | None = Field(None, min_length=1, description="BASE[+cl][+compile]; default: the device's own list")
+    batches: list[int] = Field([1, 8, 64], min_length=1)
+    threads: int = Field(1, ge=1, le=64, description="CPU threads while timing")
+    min_run_time: float = Field(0.1, gt=0, le=10, description="seconds of timed calls per variant, precision and batch")
+
+    @field_validator("precisions")
+    @classmethod
+    def _known_precisions(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            precisions.parse(name)
+        return value
+
+    @field_validator("batches")
+    @classmethod
+    def _positive_batches(cls, value: list[int]) -> list[int]:
+        if any(b < 1 for b in value) or len(set(value)) != len(value):
+            raise ValueError(f"batches must be distinct positive integers, got {value}")
+        return value
+
+
 class ReportParams(_Strict):
     title: str = "qoeflow lifecycle run"
 
@@ -206,6 +231,7 @@ class Params(_Strict):
     allocate: AllocateParams = AllocateParams()
     compress: CompressParams | None = None
     multiexit: MultiExitParams | None = None
+    bench: BenchParams = BenchParams()
     report: ReportParams = ReportParams()
 
 

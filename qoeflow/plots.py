@@ -68,6 +68,36 @@ def compression_figure(variants: pd.DataFrame, details: dict):
     return fig
 
 
+def bench_figure(bench: pd.DataFrame):
+    """Per device and family: median batch-1 latency against test accuracy of every variant at every
+    precision, the Pareto front (no variant both faster and more accurate) joined and ringed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batch = int(bench["batch"].min())
+    rows = bench[bench["batch"] == batch]
+    panels = sorted(rows.groupby(["device", "family"]).groups)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.6), squeeze=False)
+    colours = {p: f"C{i}" for i, p in enumerate(sorted(rows["precision"].unique()))}
+    for ax, (device, family) in zip(axes[0], panels):
+        panel = rows[(rows["device"] == device) & (rows["family"] == family)]
+        for (precision, method), group in panel.groupby(["precision", "method"], sort=True):
+            ax.scatter(group["p50_ms"], group["accuracy"], color=colours[precision], s=30,
+                       marker=METHOD_MARKERS.get(method, "."), label=f"{precision} {method}")
+        front = panel[panel["pareto"]].sort_values("p50_ms")
+        ax.plot(front["p50_ms"], front["accuracy"], color="black", linewidth=1, drawstyle="steps-post",
+                label="Pareto front")
+        ax.scatter(front["p50_ms"], front["accuracy"], facecolors="none", edgecolors="black", s=90)
+        ax.set(title=f"{family} on {device}", xlabel=f"median latency at batch {batch} (ms)",
+               ylabel="test accuracy", xscale="log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
 def exits_figure(details: dict):
     """Per job: each exit's test accuracy against the MACs of the path to it, with the share of test inputs
     that stop there under the calibrated thresholds, and the early-exit policy's mean cost and accuracy."""

@@ -212,3 +212,26 @@ def check_model_catalog(df: pd.DataFrame, label: str = "catalog.csv") -> None:
     exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=_HUGE, strict_min=True)
              for c in ("params", "macs", "size_bytes", "latency_b1_ms", "latency_b64_ms", "n_layers", "n_filters")]
     _raise(label, _problems("model_catalog", df[MODEL_CATALOG_COLUMNS], exps, ["variant"]))
+
+
+BENCH_COLUMNS = ["variant", "family", "method", "macs", "precision", "batch", "p50_ms", "p90_ms", "p99_ms",
+                 "throughput", "calls", "peak_memory_bytes", "accuracy", "pareto", "device", "device_type", "torch",
+                 "threads", "cuda", "cudnn"]
+
+
+def check_bench(df: pd.DataFrame, label: str = "bench.csv") -> None:
+    """The inference benchmark: one row per variant × precision × batch; known family; latencies positive,
+    finite and in order (p50 ≤ p90 ≤ p99); throughput, calls and memory positive; accuracy in [0, 1]."""
+    gxe = _start(df, BENCH_COLUMNS, label)
+    required = [c for c in BENCH_COLUMNS if c not in ("cuda", "cudnn")]  # CUDA versions: only on CUDA devices
+    exps: list[Any] = [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in required]
+    exps.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=["variant", "precision", "batch", "device"]))
+    exps.append(gxe.ExpectColumnValuesToBeInSet(column="family", value_set=list(FAMILIES)))
+    exps.append(gxe.ExpectColumnValuesToBeInSet(column="device_type", value_set=["cpu", "cuda"]))
+    exps.append(gxe.ExpectColumnValuesToBeBetween(column="accuracy", min_value=0, max_value=1))
+    exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=_HUGE, strict_min=True)
+             for c in ("macs", "batch", "p50_ms", "throughput", "calls", "peak_memory_bytes", "threads")]
+    exps.append(gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="p90_ms", column_B="p50_ms", or_equal=True))
+    exps.append(gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="p99_ms", column_B="p90_ms", or_equal=True))
+    exps.append(gxe.ExpectColumnValuesToBeInSet(column="pareto", value_set=[True, False]))
+    _raise(label, _problems("bench", df[BENCH_COLUMNS], exps, ["variant", "precision", "batch"]))

@@ -104,11 +104,18 @@ register(TaskDef(
     entry={"run_item": "run_job", "gather": "gather"},
 ))
 register(TaskDef(
+    name="bench",
+    module="tasks.bench",
+    inputs=("model_catalog", "compressed_models", "multiexit_models"),
+    outputs=("bench", "bench_figure"),
+    entry={"run": "run"},
+))
+register(TaskDef(
     name="report",
     module="tasks.report",
     optional=("curves", "jobs", "forecast_figure", "scores", "allocation_figure", "allocation", "plan_vs_actual",
               "selection", "variants", "compression", "compression_figure", "exits", "model_catalog", "exits_figure",
-              "asha"),
+              "bench", "bench_figure", "asha"),
     outputs=("html",),
     entry={"run": "run"},
 ))

@@ -251,6 +251,9 @@ CATALOG: dict[str, Kind] = {
     "exits": Document(schemas.ExitsDoc),
     "exits_figure": Figure(dpi=80),
     "model_catalog": ModelCatalog(validate.check_model_catalog),
+    # bench
+    "bench": Table(validate.check_bench),
+    "bench_figure": Figure(dpi=80),
     # asha
     "asha": Document(schemas.AshaDoc),
     # report

@@ -369,6 +369,43 @@ def multiexit_section(ctx: StageContext, stage: str) -> dict[str, Any]:
             "tables": tables, "figures": [png_figure(ctx.load("exits_figure"), "accuracy per exit")]}
 
 
+@section("bench", "Inference benchmark")
+def bench_section(ctx: StageContext, stage: str) -> dict[str, Any]:
+    bench = ctx.load("bench")
+    small, large = int(bench["batch"].min()), int(bench["batch"].max())
+    at_large = bench[bench["batch"] == large].set_index(["device", "variant", "precision"])
+    tables = []
+    for (device, family), rows in bench[bench["pareto"]].groupby(["device", "family"], sort=False):
+        cells = []
+        for r in rows.sort_values("p50_ms").to_dict("records"):
+            big = at_large.loc[(device, r["variant"], r["precision"])]
+            cells.append(Row([r["variant"], r["method"], r["precision"], hz.percent(r["accuracy"]),
+                              hz.milliseconds(r["p50_ms"] / 1e3), hz.milliseconds(r["p99_ms"] / 1e3),
+                              hz.number(big["throughput"])]))
+        tables.append(Table([Column("variant"), Column("method"), Column("precision"), Column("test accuracy", True),
+                             Column(f"p50 b{small}", True), Column(f"p99 b{small}", True),
+                             Column(f"samples/s b{large}", True)], cells,
+                            caption=f"{family} on {device}: the Pareto front at batch {small}",
+                            note="No other variant and precision is both faster and more accurate."))
+    wide = bench[bench["batch"] == large].pivot_table(index=["device", "variant"], columns="precision",
+                                                         values=["p50_ms", "accuracy"])
+    speed = []
+    for precision in bench["precision"].unique():
+        ratio = (wide["p50_ms"]["fp32"] / wide["p50_ms"][precision]).dropna() if "fp32" in wide["p50_ms"] else None
+        change = (wide["accuracy"][precision] - wide["accuracy"]["fp32"]).dropna() if ratio is not None else None
+        speed.append(Row([precision, hz.ratio(ratio.median()) if ratio is not None else hz.MISSING,
+                          hz.ratio(ratio.max()) if ratio is not None else hz.MISSING,
+                          hz.number(100 * change.min()) if change is not None else hz.MISSING]))
+    tables.append(Table([Column("precision"), Column(f"median speedup over fp32, b{large}", True),
+                         Column("best", True), Column("worst accuracy change (points)", True)], speed,
+                        caption=f"Precisions and layouts against fp32 at batch {large}, over every variant"))
+    devices = ", ".join(sorted(bench["device"].unique()))
+    return {"text": f"{bench['variant'].nunique()} variants × {bench['precision'].nunique()} precisions × "
+                    f"{bench['batch'].nunique()} batch sizes on {devices} (torch {bench['torch'].iloc[0]}, "
+                    f"{int(bench['threads'].iloc[0])} CPU thread(s)); latencies are per call, the device synchronised.",
+            "tables": tables, "figures": [png_figure(ctx.load("bench_figure"), "latency against accuracy, Pareto front")]}
+
+
 # -- the stage table -------------------------------------------------------------------------------
 
 
