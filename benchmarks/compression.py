@@ -351,8 +351,9 @@ def render(result: dict) -> str:
     figures, then every table."""
     env = result["environment"]
     lines = ["# Compression and multi-exit benchmark", "",
-             f"Command: `{env.get('command', 'python benchmarks/compression.py')}` (each section records its own "
-             f"run's settings). torch {env['torch']}, CPU; latency on "
+             "Commands: " + "; ".join(f"{', '.join(s for s, c in result['commands'].items() if c == command)}: "
+                                     f"`{command}`" for command in dict.fromkeys(result["commands"].values()))
+             + f". torch {env['torch']}, CPU; latency on "
              f"{env['latency_threads']} thread, training on {env['training_threads']}; "
              f"base models trained {env['base_epochs']} epochs; latency = least median of interleaved rounds.", ""]
     goals: list[str] = []
@@ -486,14 +487,15 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "compression.json"
     result = json.loads(path.read_text()) if path.exists() else {}
-    result["environment"] = {"command": " ".join(["python", "benchmarks/compression.py", *sys.argv[1:]]),
-                             "torch": torch.__version__, "latency_threads": LATENCY_THREADS,
+    command = " ".join(["python", "benchmarks/compression.py", *sys.argv[1:]])
+    result["environment"] = {"torch": torch.__version__, "latency_threads": LATENCY_THREADS,
                              "training_threads": torch.get_num_threads(),
                              "base_epochs": s.base_epochs, "quick": s.quick}
     for section in args.sections.split(","):
         fn, models = RUNS[section]
         start = time.perf_counter()
         result[section] = [fn(f, m, s) for f in args.families.split(",") for m in models]
+        result.setdefault("commands", {})[section] = command
         print(f"{section}: {time.perf_counter() - start:.0f} s", flush=True)
         path.write_text(json.dumps(result, indent=1, default=float) + "\n")
         (out / "compression.md").write_text(render(json.loads(path.read_text())))
