@@ -344,48 +344,33 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     """`qoeflow bench`: the bench stage's measurements of the DAG's model catalog on a device of this
     machine, without a run (on a GPU machine: `--device cuda`), written to `-o` and summarised."""
-    import torch
     from rich.table import Table
 
     from qoeflow import humanize as h
-    from qoeflow.models import harness, variants
-    from qoeflow.models.benchmark import bench_catalog
     from qoeflow.validate import ArtifactError, check_bench
-    from tasks.training_loop import job_split
+    from tasks.bench import measure
+    from tasks.catalog import kind_of
 
     sets = list(args.set) + ([f"bench.device={args.device}"] if args.device else [])
     dag, _, params = _project(args, sets)
-    settings = params.bench
     catalog = _catalog_path(dag)
-    try:
-        device = harness.resolve_device(settings.device)
-        rows = variants.read_catalog(catalog)
-        missing = [r.variant for r in rows.itertuples() if not Path(str(r.path)).is_file()]
-        if missing:
-            return _fail(f"{catalog}: model file(s) missing for {', '.join(missing[:5])}: run the DAG first")
-    except (FileNotFoundError, ValueError) as exc:
-        return _fail(str(exc))
-    torch.set_num_threads(settings.threads)
-    chosen = list(settings.precisions or harness.default_precisions(device))
-    output = Path(args.output or f"bench-{device.type}.csv")
-
-    def test_data(family: str):
-        split = job_split(params.train, family)
-        return split.x_test, split.y_test
+    if not catalog.is_file():
+        return _fail(f"{catalog}: no model catalog yet; run the DAG through its `multiexit` stage")
 
     def progress(done: int, total: int, variant: str) -> None:
         if done < total:
             print(f"[{done + 1}/{total}] {variant}", flush=True)
 
-    table, failures = bench_catalog(rows, Path.cwd(), test_data, device=device, precisions=chosen,
-                                    batches=list(settings.batches), min_run_time=settings.min_run_time,
-                                    progress=progress)
+    output = Path(args.output) if args.output else None
+    try:
+        rows = kind_of("model_catalog").load(catalog, str(catalog), root=Path.cwd())  # checked; files must exist
+        table, failures, device = measure(params, rows, Path.cwd(), progress)
+        output = output or Path(f"bench-{device.type}.csv")
+        check_bench(table, str(output))
+    except (ArtifactError, ValueError) as exc:
+        return _fail(str(exc))
     for failure in failures:
         print(f"skipped: {failure}")
-    try:
-        check_bench(table, str(output))
-    except ArtifactError as exc:
-        return _fail(str(exc))
     output.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(output, index=False)
     small = int(table["batch"].min())

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import time
 
+import pandas as pd
+
 import pytest
 import torch
 from torch import nn
 
 from qoeflow.models import harness
+from qoeflow.models.arch import composite, save_model
+from qoeflow.models.benchmark import bench_catalog
 
 torch.set_num_threads(1)
 
@@ -29,6 +33,7 @@ def labelled(model: nn.Module, n: int = 64) -> tuple[torch.Tensor, torch.Tensor]
         return x, model(x).argmax(1)
 
 
+@composite
 class Fp32Only(nn.Module):
     """Refuses any input that is not float32, as a layer without a reduced-precision kernel would."""
 
@@ -115,3 +120,18 @@ def test_timing_waits_for_each_call_and_honours_its_bounds():
 def test_the_pareto_front_keeps_what_nothing_beats():
     latency, accuracy = [1.0, 2.0, 3.0, 2.0, 1.0], [0.5, 0.9, 0.95, 0.8, 0.5]
     assert harness.pareto_front(latency, accuracy) == [True, True, True, False, True]  # equal points both stay
+
+
+def test_a_catalog_measured_with_a_precision_one_variant_cannot_run(tmp_path):
+    """bench_catalog: the failing variant × precision is reported and left out; everything else is measured."""
+    plain, picky = tiny(), Fp32Only()
+    save_model(plain, tmp_path / "plain.pt")
+    save_model(picky, tmp_path / "picky.pt")
+    catalog = pd.DataFrame([{"variant": v, "family": "digits", "method": "base", "macs": 1000, "path": f"{v}.pt"}
+                            for v in ("plain", "picky")])
+    x, y = labelled(plain)
+    table, failures = bench_catalog(catalog, tmp_path, lambda family: (x, y), device=torch.device("cpu"),
+                                    precisions=["fp32", "bf16"], batches=[2], min_run_time=0.0)
+    assert set(zip(table["variant"], table["precision"])) == {("plain", "fp32"), ("plain", "bf16"), ("picky", "fp32")}
+    assert len(failures) == 1 and failures[0].startswith("picky at bf16: TypeError: no torch.bfloat16 kernel")
+    assert table["pareto"].any()
