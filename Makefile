@@ -28,6 +28,7 @@ bench: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/planner.py
 	$(BIN)/python benchmarks/compression.py
 	$(BIN)/python benchmarks/inference.py
+	$(BIN)/python benchmarks/caching.py
 
 clean:
 	rm -rf .qoeflow data/smoke

@@ -196,14 +196,49 @@ class MultiExitParams(_Strict):
         return self
 
 
+class CachingParams(_Strict):
+    """Stage `bench`, convolutional caching (thesis 004 §3.4.3): trained crowd models on generated video clips.
+    Defaults picked by the sweep of benchmarks/caching.py (benchmarks/results/caching.md)."""
+
+    jobs: list[str] = Field(["crowd-mcnn", "crowd-csrnet", "crowd-vggdecoder", "crowd-resnet"], min_length=1,
+                            description="trained crowd-counting jobs")
+    clips: list[str] = Field(["still", "calm", "busy"], min_length=1, description="presets of qoeflow/data/video.py")
+    frames: int = Field(120, ge=2, le=100_000)
+    height: int = Field(128, ge=16, le=427)
+    width: int = Field(128, ge=16, le=640)
+    seed: int = 0
+    n_convs: dict[str, int] = Field({"mcnn": 1, "csrnet": 1, "vggdecoder": 1, "resnet": 1},
+                                    description="per crowd model: the first N convolutions are cached")
+    grid: tuple[int, int] = Field((8, 8), description="blocks per column and per row")
+    bins: int = Field(16, ge=2, le=256, description="histogram bins per channel")
+    threshold: float = Field(0.01, ge=0, le=1, description="chi-square distance from which a block changed")
+    pixel_threshold: float = Field(0.1, ge=0, le=1, description="the pixel-difference peer's per-pixel threshold")
+    max_age: int | None = Field(30, ge=1, description="frames a cached block lives (null: forever)")
+
+    @field_validator("n_convs")
+    @classmethod
+    def _positive_depths(cls, value: dict[str, int]) -> dict[str, int]:
+        if any(n < 1 for n in value.values()):
+            raise ValueError(f"n_convs must be at least 1 per model, got {value}")
+        return value
+
+    @field_validator("grid")
+    @classmethod
+    def _positive_grid(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if min(value) < 1:
+            raise ValueError(f"grid must be two positive block counts, got {list(value)}")
+        return value
+
+
 class BenchParams(_Strict):
-    """Stage `bench`: every catalog variant at every precision and batch size on one device."""
+    """Stage `bench`: every catalog variant at every precision and batch size on one device, and caching."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precisions: list[str] | None = Field(None, min_length=1, description="BASE[+cl][+compile]; default: the device's own list")
     batches: list[int] = Field([1, 8, 64], min_length=1)
     threads: int = Field(1, ge=1, le=64, description="CPU threads while timing")
     min_run_time: float = Field(0.1, gt=0, le=10, description="seconds of timed calls per variant, precision and batch")
+    caching: CachingParams = CachingParams()
 
     @field_validator("precisions")
     @classmethod
@@ -237,14 +272,18 @@ class Params(_Strict):
 
 
 def check_chosen_jobs(params: Params, sections: list[str], source: str = "params.yaml") -> None:
-    """Sections that choose training jobs (`compress.jobs`, `multiexit.jobs`) must name jobs of `train.jobs`;
-    checked only for the sections a DAG's stages read (a DAG without them may train fewer jobs)."""
+    """Sections that choose training jobs (`compress.jobs`, `multiexit.jobs`, `bench.caching.jobs`) must name
+    jobs of `train.jobs`; checked only for the sections a DAG's stages read (a DAG without them may train
+    fewer jobs)."""
     names = [j.name for j in params.train.jobs]
     for section in sections:
         chosen = getattr(params, section, None)
+        key = f"{section}.jobs"
+        if section == "bench":
+            chosen, key = params.bench.caching, "bench.caching.jobs"
         for i, job in enumerate(getattr(chosen, "jobs", None) or []):
             if section != "train" and isinstance(job, str) and job not in names:
-                raise ParamsError(f"{source}: {section}.jobs.{i}: '{job}' is not a training job "
+                raise ParamsError(f"{source}: {key}.{i}: '{job}' is not a training job "
                                   f"(train.jobs: {', '.join(names)})")
 
 

@@ -98,6 +98,36 @@ def bench_figure(bench: pd.DataFrame):
     return fig
 
 
+def caching_figure(caching: pd.DataFrame):
+    """Per crowd job and clip: latency per frame of full recomputation, the histogram cache and the
+    pixel-difference peer; and each cache's hit rate with its output difference ratio."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = [f"{r.job}\n{r.clip}" for r in caching.itertuples()]
+    x = np.arange(len(caching))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(9.0, 1.1 * len(caching) + 4), 4.4))
+    for i, (column, name) in enumerate([("full_latency_ms", "full recomputation"), ("latency_ms", "histogram cache"),
+                                        ("pixel_latency_ms", "pixel-difference cache")]):
+        left.bar(x + (i - 1) * 0.27, caching[column], width=0.27, color=f"C{i}", label=name)
+    left.set(ylabel="median latency per frame (ms)", title="Latency per frame")
+    for i, (prefix, name) in enumerate([("", "histogram"), ("pixel_", "pixel difference")]):
+        right.bar(x + (i - 0.5) * 0.4, caching[prefix + "hit_rate"], width=0.4, color=f"C{i + 1}",
+                  label=f"{name}: hit rate")
+        right.plot(x + (i - 0.5) * 0.4, caching[prefix + "output_difference"], "kv^"[i + 1], linestyle="none",
+                   label=f"{name}: output difference ratio")
+    right.set(ylabel="share", ylim=(0, 1.05), title="Hit rate and output difference")
+    for ax in (left, right):
+        ax.set_xticks(x, labels, fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def exits_figure(details: dict):
     """Per job: each exit's test accuracy against the MACs of the path to it, with the share of test inputs
     that stop there under the calibrated thresholds, and the early-exit policy's mean cost and accuracy."""

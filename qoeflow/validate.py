@@ -219,6 +219,36 @@ BENCH_COLUMNS = ["variant", "family", "method", "macs", "precision", "batch", "p
                  "threads", "cuda", "cudnn"]
 
 
+CACHE_FIGURES = ["hit_rate", "latency_ms", "latency_cut", "macs_skipped", "output_difference", "count_mae",
+                 "precision", "recall"]
+CACHING_COLUMNS = (["job", "model", "clip", "frames", "height", "width", "cached_convs", "grid", "bins", "threshold",
+                    "pixel_threshold", "max_age", "prefix_mac_share", "full_latency_ms", "full_count_mae",
+                    "full_jitter"]
+                   + CACHE_FIGURES + [f"pixel_{f}" for f in CACHE_FIGURES] + ["device", "threads"])
+
+
+def check_caching(df: pd.DataFrame, label: str = "caching.csv") -> None:
+    """Convolutional caching, one row per job and clip: the histogram cache's figures and the pixel peer's
+    (``pixel_``) beside full recomputation's; shares in [0, 1] (a latency cut or MACs skipped may be
+    negative: caching that costs more than it saves); latencies and errors positive and finite. Precision is
+    empty when a detector named no block, recall when no block truly changed; max_age when blocks never expire."""
+    gxe = _start(df, CACHING_COLUMNS, label)
+    optional = {"max_age", "precision", "recall", "pixel_precision", "pixel_recall"}
+    exps: list[Any] = [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in CACHING_COLUMNS if c not in optional]
+    exps.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=["job", "clip"]))
+    shares = ["prefix_mac_share", "full_jitter"] + [p + f for p in ("", "pixel_")
+                                     for f in ("hit_rate", "output_difference", "precision", "recall")]
+    exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=1) for c in shares]
+    exps += [gxe.ExpectColumnValuesToBeBetween(column=p + c, min_value=-_HUGE, max_value=1)
+             for p in ("", "pixel_") for c in ("latency_cut", "macs_skipped")]
+    exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=_HUGE, strict_min=True)
+             for c in ("frames", "height", "width", "cached_convs", "bins", "full_latency_ms", "latency_ms",
+                       "pixel_latency_ms", "threads")]
+    exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=_HUGE)
+             for c in ("full_count_mae", "count_mae", "pixel_count_mae")]
+    _raise(label, _problems("caching", df[CACHING_COLUMNS], exps, ["job", "clip"]))
+
+
 def check_bench(df: pd.DataFrame, label: str = "bench.csv") -> None:
     """The inference benchmark: one row per variant × precision × batch; known family; latencies positive,
     finite and in order (p50 ≤ p90 ≤ p99); throughput, calls and memory positive; accuracy in [0, 1]."""

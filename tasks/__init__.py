@@ -106,8 +106,8 @@ register(TaskDef(
 register(TaskDef(
     name="bench",
     module="tasks.bench",
-    inputs=("model_catalog", "compressed_models", "multiexit_models"),
-    outputs=("bench", "bench_figure"),
+    inputs=("model_catalog", "compressed_models", "multiexit_models", "continued_models"),
+    outputs=("bench", "bench_figure", "caching", "caching_figure"),
     entry={"run": "run"},
 ))
 register(TaskDef(
@@ -115,7 +115,7 @@ register(TaskDef(
     module="tasks.report",
     optional=("curves", "jobs", "forecast_figure", "scores", "allocation_figure", "allocation", "plan_vs_actual",
               "selection", "variants", "compression", "compression_figure", "exits", "model_catalog", "exits_figure",
-              "bench", "bench_figure", "asha"),
+              "bench", "bench_figure", "caching", "caching_figure", "asha"),
     outputs=("html",),
     entry={"run": "run"},
 ))

@@ -254,6 +254,8 @@ CATALOG: dict[str, Kind] = {
     # bench
     "bench": Table(validate.check_bench),
     "bench_figure": Figure(dpi=80),
+    "caching": Table(validate.check_caching),
+    "caching_figure": Figure(dpi=80),
     # asha
     "asha": Document(schemas.AshaDoc),
     # report

@@ -399,11 +399,32 @@ def bench_section(ctx: StageContext, stage: str) -> dict[str, Any]:
     tables.append(Table([Column("precision"), Column(f"median speedup over fp32, b{large}", True),
                          Column("best", True), Column("worst accuracy change (points)", True)], speed,
                         caption=f"Precisions and layouts against fp32 at batch {large}, over every variant"))
+    tables.append(caching_table(ctx.load("caching")))
     devices = ", ".join(sorted(bench["device"].unique()))
     return {"text": f"{bench['variant'].nunique()} variants × {bench['precision'].nunique()} precisions × "
                     f"{bench['batch'].nunique()} batch sizes on {devices} (torch {bench['torch'].iloc[0]}, "
                     f"{int(bench['threads'].iloc[0])} CPU thread(s)); latencies are per call, the device synchronised.",
-            "tables": tables, "figures": [png_figure(ctx.load("bench_figure"), "latency against accuracy, Pareto front")]}
+            "tables": tables,
+            "figures": [png_figure(ctx.load("bench_figure"), "latency against accuracy, Pareto front"),
+                        png_figure(ctx.load("caching_figure"), "convolutional caching per crowd job and clip")]}
+
+
+def caching_table(caching) -> Table:
+    """Convolutional caching per crowd job and clip: the histogram cache and the pixel peer against full
+    recomputation."""
+    rows = [Row([r["job"], r["clip"], str(int(r["cached_convs"])), hz.milliseconds(r["full_latency_ms"] / 1e3),
+                 hz.milliseconds(r["latency_ms"] / 1e3), hz.percent(r["latency_cut"]), hz.percent(r["hit_rate"]),
+                 hz.percent(r["output_difference"]), hz.milliseconds(r["pixel_latency_ms"] / 1e3),
+                 hz.percent(r["pixel_hit_rate"]), hz.percent(r["pixel_output_difference"]),
+                 hz.percent(r["full_jitter"])])
+            for r in caching.to_dict("records")]
+    return Table([Column("job"), Column("clip"), Column("convs cached", True), Column("full", True),
+                  Column("histogram", True), Column("latency cut", True), Column("hit rate", True),
+                  Column("output difference", True), Column("pixel peer", True), Column("pixel hit rate", True),
+                  Column("pixel output difference", True), Column("full jitter", True)], rows,
+                 caption="Convolutional caching on generated video: median latency per frame",
+                 note="Output difference: frames whose count moves by more than 0.5 against full recomputation; "
+                      "full jitter: frames whose full-recomputation count moves by more than 0.5 from the last.")
 
 
 # -- the stage table -------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The bench stage on the session's smoke run: every catalog variant at every precision and batch size of
 params, validated; layouts that compute the same function score the same; the Pareto front is exactly the
-undominated rows; `qoeflow bench` measures the catalog without a run and refuses a device it cannot use."""
+undominated rows; caching is measured per crowd job and clip; `qoeflow bench` measures the catalog without a run and refuses a device it cannot use."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
+import flows  # noqa: F401  (registers the asha task that the smoke DAG names)
 from conftest import qoeflow
 from qoeflow.models import harness
-from qoeflow.validate import BENCH_COLUMNS, check_bench
+from qoeflow.validate import BENCH_COLUMNS, CACHING_COLUMNS, check_bench, check_caching
 from tasks.runner import load_project
 
 SMOKE = "dags/smoke.yaml"
@@ -76,3 +77,14 @@ def test_cli_refuses_devices_it_cannot_use(project):
     if not torch.cuda.is_available():
         cuda = qoeflow("bench", "--dag", SMOKE, "--device", "cuda", cwd=project)
         assert cuda.returncode == 2 and "no CUDA device" in cuda.stderr
+
+
+def test_caching_has_one_validated_row_per_crowd_job_and_clip(project):
+    _, _, params = load_project(project, SMOKE)
+    caching = pd.read_csv(project / "data/smoke/bench/caching.csv")
+    check_caching(caching)
+    assert list(caching.columns) == CACHING_COLUMNS
+    settings = params.bench.caching
+    assert sorted(zip(caching["job"], caching["clip"])) == sorted((j, c) for j in settings.jobs for c in settings.clips)
+    assert (caching["frames"] == settings.frames).all() and (caching["threads"] == params.bench.threads).all()
+    assert (project / "data/smoke/bench/caching.png").read_bytes()[:4] == b"\x89PNG"

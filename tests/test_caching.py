@@ -48,6 +48,7 @@ def test_true_mask_reproduces_full_recomputation(name, n_convs):
             torch.testing.assert_close(out, model(frame), rtol=1e-4, atol=1e-5)
             reused += step.reused
     assert reused > 0  # the cache was really used, not recomputed throughout
+    assert not any(m.training for m in model.modules())  # counting MACs or splitting left batch norm in eval mode
 
 
 def test_prefix_holds_the_first_n_convolutions():
@@ -111,3 +112,31 @@ def test_row_rectangles_merge_equal_runs():
 def test_bad_input_is_refused_clearly(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_a_still_noise_free_clip_is_served_from_the_cache():
+    """Nothing moves and the camera adds nothing: every block after the first frame is a hit, the counts
+    equal full recomputation's, and the MACs skipped are the cached layers' whole share."""
+    from qoeflow.data.video import Motion, crowd_clip
+    from qoeflow.models.caching_bench import CacheSettings, evaluate_clip
+
+    clip = crowd_clip("still", 6, 64, 64, Motion(20, 0.0, 0.0, 0.0), noise=0.0, drift=0.0)
+    settings = CacheSettings(n_convs=2, grid=(4, 4), bins=8, threshold=1e-9, pixel_threshold=0.0, max_age=None)
+    row = evaluate_clip(_trained_like(build_model("crowd", "csrnet")), clip.frames, clip.clean, clip.counts(), settings)
+    for prefix in ("", "pixel_"):
+        assert row[prefix + "hit_rate"] == 1.0 and row[prefix + "output_difference"] == 0.0
+        assert row[prefix + "macs_skipped"] == pytest.approx(row["prefix_mac_share"])
+        assert row[prefix + "recall"] != row[prefix + "recall"]  # no block truly changed: recall undefined (NaN)
+
+
+def test_moving_heads_are_found_by_both_detectors():
+    """Heads walking on a noise-free clip: the pixel test at the truth's own threshold (more than two grey
+    levels) names exactly the truly changed blocks; the histogram test finds most of them."""
+    from qoeflow.data.video import Motion, crowd_clip
+    from qoeflow.models.caching_bench import CacheSettings, evaluate_clip
+
+    clip = crowd_clip("busy", 6, 64, 64, Motion(20, 1.0, 2.0, 0.0), noise=0.0, drift=0.0)
+    settings = CacheSettings(n_convs=2, grid=(4, 4), bins=64, threshold=1e-9, pixel_threshold=0.008, max_age=None)
+    row = evaluate_clip(_trained_like(build_model("crowd", "csrnet")), clip.frames, clip.clean, clip.counts(), settings)
+    assert row["pixel_recall"] == 1.0 and row["pixel_precision"] == 1.0
+    assert row["recall"] > 0.5 and row["hit_rate"] < 1.0

@@ -11,15 +11,16 @@ Cached entries expire after ``max_age`` frames.
 Where the thesis is vague, and what we chose:
 
 * Edges (its Fig. 3.7): DeepMon does not reuse the border of a cached block next to a changed one. Here
-  that is exact: a changed block's output region is widened by the prefix's receptive-field halo ``h``
-  (so its neighbours' borders are refreshed too) and computed from an input crop widened by ``2h``; a crop
-  that reaches the frame's edge stops there, where the network's own zero padding applies. Changed blocks
-  of one grid row are computed together, and equal runs in consecutive rows as one rectangle; when those
-  crops would cover more pixels than the frame, the whole prefix runs once instead. With the true mask of
-  changed blocks the output equals full recomputation (tested).
-* The halo comes from the prefix's layers (kernel, stride, dilation, padding of every convolution and
-  pooling, both branches of a residual block), rounded up to a multiple of the prefix's stride, so crops
-  keep the stride phase of the full frame. Blocks must be multiples of that stride.
+  that is exact, layer by layer: every spatial layer of the prefix (with the pointwise layers after it)
+  keeps its output map; the region a changed block influences is widened by each layer's own halo ``h``
+  (so the neighbours' borders are refreshed too) and computed from that layer's input cropped ``h``
+  wider; a crop that reaches the map's edge stops there, where the layer's own zero padding applies.
+  Changed blocks of one grid row form one rectangle (equal runs of consecutive rows merge); crops of equal
+  shape run as one batch; when a layer's crops would cover more than its input, it runs on all of it.
+  With the true mask of changed blocks the output equals full recomputation (tested).
+* A layer's halo comes from its kernel, stride, dilation and padding (both branches of a residual block),
+  rounded up to a multiple of its stride, so crops keep the stride phase of the full map. Blocks must be
+  multiples of the prefix's total stride.
 * Histograms: ``bins`` bins per channel over [0, 1], normalised per channel; the distance is
   ½ Σ (p - q)² / (p + q), in [0, 1], averaged over the channels.
 * The reference of a block is the frame whose pixels its cached outputs were computed from; it moves on
@@ -161,7 +162,8 @@ def split_prefix(model: nn.Module, n_convs: int) -> tuple[nn.Module, nn.Module, 
         raise ValueError(f"caching splits an nn.Sequential model or a multi-column one (columns + fuse), "
                          f"got {type(model).__name__}")
     receptive_field(prefix)  # refuse now what cannot be cached
-    return prefix, suffix, seen
+    # new wrappers start in training mode; a later .train()/.eval() on them reaches the model's layers
+    return prefix.train(model.training), suffix.train(model.training), seen
 
 
 # ---------------------------------------------------------------- change detectors
@@ -268,20 +270,88 @@ def row_rectangles(changed: torch.Tensor) -> list[tuple[int, int, int, int]]:
 
 @dataclass
 class Step:
-    """What one frame cost: blocks reused, recomputed (changed or expired) and prefix pixels computed."""
+    """What one frame cost: blocks reused, changed (by the detector), expired, and the share of the
+    prefix's MACs computed (1: as much as a full recomputation)."""
 
     reused: int
     changed: int
     expired: int
-    computed_pixels: int
+    computed: float
     changed_mask: torch.Tensor = field(repr=False)
+
+
+def _floor(v: int, m: int) -> int:
+    return v - v % m
+
+
+def _ceil(v: int, m: int) -> int:
+    return -_floor(-v, m)
+
+
+class Unit:
+    """One spatial layer of a prefix chain with the pointwise layers after it, its field and its cached
+    output map."""
+
+    def __init__(self, layers: list[nn.Module]):
+        self.module = nn.Sequential(*layers).train(layers[0].training)  # the model's mode, not the wrapper's default
+        self.field = receptive_field(self.module)
+        self.copy_input = isinstance(layers[0], POINTWISE)  # an in-place first layer must not touch the cache
+        self.output: torch.Tensor | None = None
+        self.macs = 0
+
+    def full(self, x: torch.Tensor) -> torch.Tensor:
+        self.output = self.module(x.clone() if self.copy_input else x)
+        return self.output
+
+    def update(self, x: torch.Tensor, rects: list[tuple[int, int, int, int]]) -> tuple[list, float]:
+        """Recompute the outputs that the dirty ``rects`` of input ``x`` (top, bottom, left, right, half-open,
+        pixels of ``x``) influence; (dirty rects of the output, share of this layer's MACs computed). Crops of
+        equal shape run as one batch; when the crops would cover more than ``x``, the layer runs on all of it."""
+        height, width = x.shape[-2:]
+        stride, halo = self.field.stride, self.field.halo
+        jobs = set()
+        for t, b, l, r in rects:  # the outputs influenced (aligned to the stride), then the crop that determines them
+            ot, ob = _floor(max(t - halo, 0), stride), min(_ceil(b + halo, stride), height)
+            ol, orr = _floor(max(l - halo, 0), stride), min(_ceil(r + halo, stride), width)
+            jobs.add(((ot, ob, ol, orr), (max(ot - halo, 0), min(ob + halo, height), max(ol - halo, 0),
+                                           min(orr + halo, width))))
+        outputs = sorted({(ot // stride, ob // stride, ol // stride, orr // stride) for (ot, ob, ol, orr), _ in jobs})
+        area = sum((cb - ct) * (cr - cl) for _, (ct, cb, cl, cr) in jobs)
+        if area >= height * width:
+            self.full(x)
+            return outputs, 1.0
+        groups: dict[tuple, list] = {}
+        for out, crop in jobs:
+            (ot, ob, ol, orr), (ct, cb, cl, cr) = out, crop
+            groups.setdefault((cb - ct, cr - cl, ot - ct, ol - cl, ob - ot, orr - ol), []).append((out, crop))
+        for (_, _, dt, dl, oh, ow), members in groups.items():
+            batch = torch.cat([x[..., ct:cb, cl:cr] for _, (ct, cb, cl, cr) in members])
+            y = self.module(batch)
+            dt, dl, oh, ow = dt // stride, dl // stride, oh // stride, ow // stride
+            for i, ((ot, _, ol, _), _) in enumerate(members):
+                ot, ol = ot // stride, ol // stride
+                self.output[..., ot:ot + oh, ol:ol + ow] = y[i:i + 1, :, dt:dt + oh, dl:dl + ow]
+        return outputs, area / (height * width)
+
+
+def _units(chain: nn.Sequential) -> list[Unit]:
+    """A chain's layers grouped as units: each spatial layer with the pointwise layers that follow it."""
+    groups: list[list[nn.Module]] = []
+    for layer in chain:
+        if groups and isinstance(layer, POINTWISE):
+            groups[-1].append(layer)
+        else:
+            groups.append([layer])
+    return [Unit(g) for g in groups]
 
 
 class ConvCache:
     """Runs ``model`` frame by frame, reusing the first ``n_convs`` convolutions' outputs of unchanged blocks.
 
     ``detector(frame, reference, grid)`` names the changed blocks; blocks older than ``max_age`` frames are
-    recomputed whatever it says (``None``: never expire). Frames are (1, C, H, W) tensors of one shape."""
+    recomputed whatever it says (``None``: never expire). Frames are (1, C, H, W) tensors of one shape.
+    Every layer of the prefix keeps its output map; a changed region is recomputed layer by layer, each
+    layer widening it by its own halo (DeepMon's per-layer edges, Fig. 3.7)."""
 
     def __init__(self, model: nn.Module, n_convs: int, grid: tuple[int, int], detector: Detector,
                  max_age: int | None = None):
@@ -289,63 +359,65 @@ class ConvCache:
             raise ValueError(f"max_age must be at least 1 frame (or None), got {max_age}")
         self.prefix, self.suffix, self.convs = split_prefix(model, n_convs)
         self.field = receptive_field(self.prefix)
+        heads = self.prefix.heads if isinstance(self.prefix, ColumnsPrefix) else [self.prefix]
+        self.chains = [_units(head) for head in heads]
         self.grid, self.detector, self.max_age = (int(grid[0]), int(grid[1])), detector, max_age
-        self.features: torch.Tensor | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every cached frame."""
         self.reference: torch.Tensor | None = None
         self.age: torch.Tensor | None = None
         self.reference_frame: torch.Tensor | None = None  # per block: index of the frame its outputs came from
         self.frames_seen = 0
 
-    def reset(self) -> None:
-        self.features = self.reference = self.age = self.reference_frame = None
-        self.frames_seen = 0
+    def _features(self) -> torch.Tensor:
+        last = [chain[-1].output for chain in self.chains]
+        return (last[0] if len(last) == 1 else torch.cat(last, dim=1)).clone()  # a copy: the suffix may work in place
+
+    def _count_macs(self, frame: torch.Tensor) -> None:
+        from qoeflow.models.macs import count_macs
+
+        for chain in self.chains:
+            x = frame
+            for unit in chain:
+                unit.macs = count_macs(unit.module, tuple(x.shape[1:]))
+                x = unit.module(x.clone())
 
     @torch.no_grad()
     def __call__(self, frame: torch.Tensor) -> tuple[torch.Tensor, Step]:
         if frame.dim() != 4 or frame.shape[0] != 1:
             raise ValueError(f"frames are (1, C, H, W) tensors, got shape {tuple(frame.shape)}")
-        height, width = frame.shape[-2:]
-        block = check_grid((height, width), self.grid, self.field.stride)
+        bh, bw = check_grid(tuple(frame.shape[-2:]), self.grid, self.field.stride)
         index, self.frames_seen = self.frames_seen, self.frames_seen + 1
-        if self.features is None or self.reference.shape != frame.shape:
-            self.features = self.prefix(frame)
+        if self.reference is None or self.reference.shape != frame.shape:
+            self._count_macs(frame)
+            for chain in self.chains:
+                x = frame
+                for unit in chain:
+                    x = unit.full(x)
             self.reference, self.age = frame.clone(), torch.zeros(self.grid, dtype=torch.long)
             self.reference_frame = torch.full(self.grid, index, dtype=torch.long)
             everything = torch.ones(self.grid, dtype=torch.bool)
-            return self.suffix(self.features.clone()), Step(0, everything.numel(), 0, height * width, everything)
+            return self.suffix(self._features()), Step(0, everything.numel(), 0, 1.0, everything)
         changed = self.detector(frame[0], self.reference[0], self.grid)
         expired = (self.age + 1 >= self.max_age) & ~changed if self.max_age else torch.zeros_like(changed)
         recompute = changed | expired
-        computed = self._recompute(frame, recompute, block)
+        rects = [(r0 * bh, r1 * bh, c0 * bw, c1 * bw) for r0, r1, c0, c1 in row_rectangles(recompute)]
+        macs = total = 0.0
+        for chain in self.chains:
+            x, dirty = frame, rects
+            for unit in chain:
+                if not dirty:
+                    break
+                dirty, share = unit.update(x, dirty)
+                macs, x = macs + share * unit.macs, unit.output
+            total += sum(unit.macs for unit in chain)
         self.age += 1
         self.age[recompute] = 0
         self.reference_frame[recompute] = index
-        bh, bw = block
-        for r0, r1, c0, c1 in row_rectangles(recompute):
-            self.reference[..., r0 * bh:r1 * bh, c0 * bw:c1 * bw] = frame[..., r0 * bh:r1 * bh, c0 * bw:c1 * bw]
-        step = Step(int((~recompute).sum()), int(changed.sum()), int(expired.sum()), computed, changed)
-        return self.suffix(self.features.clone()), step  # a copy: the suffix may work in place
-
-    def _recompute(self, frame: torch.Tensor, recompute: torch.Tensor, block: tuple[int, int]) -> int:
-        """Refresh the features that the blocks of ``recompute`` influence; returns the input pixels computed.
-        When the crops would cover more pixels than the frame, the whole prefix runs once instead."""
-        height, width = frame.shape[-2:]
-        (bh, bw), halo, stride = block, self.field.halo, self.field.stride
-        jobs = []
-        for r0, r1, c0, c1 in row_rectangles(recompute):
-            top, bottom, left, right = r0 * bh, r1 * bh, c0 * bw, c1 * bw
-            # the outputs this rectangle influences, and the input crop that determines them
-            out = (max(top - halo, 0), min(bottom + halo, height), max(left - halo, 0), min(right + halo, width))
-            crop = (max(top - 2 * halo, 0), min(bottom + 2 * halo, height),
-                    max(left - 2 * halo, 0), min(right + 2 * halo, width))
-            jobs.append((out, crop))
-        computed = sum((b - t) * (r - l) for _, (t, b, l, r) in jobs)
-        if computed >= height * width:
-            self.features = self.prefix(frame)
-            return height * width
-        for (out_t, out_b, out_l, out_r), (in_t, in_b, in_l, in_r) in jobs:
-            crop = self.prefix(frame[..., in_t:in_b, in_l:in_r])
-            self.features[..., out_t // stride:out_b // stride, out_l // stride:out_r // stride] = crop[
-                ..., (out_t - in_t) // stride:(out_b - in_t) // stride,
-                (out_l - in_l) // stride:(out_r - in_l) // stride]
-        return computed
+        for t, b, l, r in rects:
+            self.reference[..., t:b, l:r] = frame[..., t:b, l:r]
+        step = Step(int((~recompute).sum()), int(changed.sum()), int(expired.sum()), macs / total if total else 0.0,
+                    changed)
+        return self.suffix(self._features()), step
