@@ -169,8 +169,8 @@ def split_prefix(model: nn.Module, n_convs: int) -> tuple[nn.Module, nn.Module, 
 # ---------------------------------------------------------------- change detectors
 
 
-def _blocks(frame: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """(C, H, W) → (gh, gw, C, bh·bw)."""
+def block_view(frame: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(C, H, W) → (gh, gw, C, bh·bw): the pixels of each block of the grid."""
     channels, height, width = frame.shape
     gh, gw = grid
     return (frame.reshape(channels, gh, height // gh, gw, width // gw)
@@ -194,7 +194,7 @@ def block_histograms(frame: torch.Tensor, grid: tuple[int, int], bins: int) -> t
     if bins < 2:
         raise ValueError(f"a histogram needs at least 2 bins, got {bins}")
     check_grid(tuple(frame.shape[-2:]), grid)
-    blocks = _blocks(frame, grid)
+    blocks = block_view(frame, grid)
     index = (blocks * bins).long().clamp_(0, bins - 1)
     cells = blocks.shape[:3].numel()
     offsets = torch.arange(cells).reshape(*blocks.shape[:3], 1) * bins
@@ -228,14 +228,14 @@ def pixel_detector(threshold: float) -> Detector:
         raise ValueError(f"the pixel threshold must lie in [0, 1], got {threshold}")
 
     def changed(frame: torch.Tensor, reference: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        return (_blocks(frame, grid) - _blocks(reference, grid)).abs().amax(dim=(-1, -2)) > threshold
+        return (block_view(frame, grid) - block_view(reference, grid)).abs().amax(dim=(-1, -2)) > threshold
 
     return changed
 
 
 def exact_detector(frame: torch.Tensor, reference: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """The true mask: blocks in which any value differs."""
-    return (_blocks(frame, grid) != _blocks(reference, grid)).any(dim=-1).any(dim=-1)
+    return (block_view(frame, grid) != block_view(reference, grid)).any(dim=-1).any(dim=-1)
 
 
 # ---------------------------------------------------------------- the cache

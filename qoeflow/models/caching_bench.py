@@ -48,7 +48,7 @@ def _truly_changed(clean: torch.Tensor, t: int, reference: torch.Tensor, grid: t
     """Blocks of frame ``t`` whose clean pixels differ from those of each block's reference frame."""
     out = torch.zeros(grid, dtype=torch.bool)
     for ref in reference.unique().tolist():
-        moved = (caching._blocks(clean[t][0], grid) - caching._blocks(clean[ref][0], grid)).abs().amax(dim=(-1, -2))
+        moved = (caching.block_view(clean[t][0], grid) - caching.block_view(clean[ref][0], grid)).abs().amax(dim=(-1, -2))
         out |= (reference == ref) & (moved > TRUE_CHANGE)
     return out
 
