@@ -412,19 +412,19 @@ def bench_section(ctx: StageContext, stage: str) -> dict[str, Any]:
 def caching_table(caching) -> Table:
     """Convolutional caching per crowd job and clip: the histogram cache and the pixel peer against full
     recomputation."""
-    rows = [Row([r["job"], r["clip"], str(int(r["cached_convs"])), hz.milliseconds(r["full_latency_ms"] / 1e3),
+    rows = [Row([f'{r["job"]} (N={int(r["cached_convs"])})', r["clip"], hz.milliseconds(r["full_latency_ms"] / 1e3),
                  hz.milliseconds(r["latency_ms"] / 1e3), hz.percent(r["latency_cut"]), hz.percent(r["hit_rate"]),
                  hz.percent(r["output_difference"]), hz.milliseconds(r["pixel_latency_ms"] / 1e3),
                  hz.percent(r["pixel_hit_rate"]), hz.percent(r["pixel_output_difference"]),
                  hz.percent(r["full_jitter"])])
             for r in caching.to_dict("records")]
-    return Table([Column("job"), Column("clip"), Column("convs cached", True), Column("full", True),
-                  Column("histogram", True), Column("latency cut", True), Column("hit rate", True),
-                  Column("output difference", True), Column("pixel peer", True), Column("pixel hit rate", True),
-                  Column("pixel output difference", True), Column("full jitter", True)], rows,
+    return Table([Column("job (convs cached)"), Column("clip"), Column("full", True), Column("histogram", True),
+                  Column("cut", True), Column("hits", True), Column("out diff", True), Column("pixel", True),
+                  Column("pixel hits", True), Column("pixel out diff", True), Column("jitter", True)], rows,
                  caption="Convolutional caching on generated video: median latency per frame",
-                 note="Output difference: frames whose count moves by more than 0.5 against full recomputation; "
-                      "full jitter: frames whose full-recomputation count moves by more than 0.5 from the last.")
+                 note="Histogram: DeepMon's cache; pixel: the pixel-difference peer; cut: latency saved against "
+                      "full recomputation. Out diff: frames whose count moves by more than 0.5 against full "
+                      "recomputation; jitter: frames whose full-recomputation count moves by more than 0.5 from the last.")
 
 
 # -- the stage table -------------------------------------------------------------------------------
