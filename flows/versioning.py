@@ -58,7 +58,7 @@ def resolve_remote(root: Path, name: str | None = None) -> Remote:
 def recorded_outputs(root: Path, dag: Dag) -> dict[str, list[str]]:
     """The outputs each stage has recorded in the DAG's dvc.lock (stages never recorded are absent)."""
     lock = root / dag.dvc_dir / "dvc.lock"
-    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}) if lock.is_file() else {}
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}) if lock.is_file() else {}  # catalog-ok: DVC's lock
     return {name: [o["path"] for o in stages[name].get("outs", [])] for name in dag.order() if name in stages}
 
 
