@@ -388,6 +388,66 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_bandit(summary: dict, output: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{output}: {summary['seeds']} seeds, {summary['rounds'][-1]} rounds; QoE normalised so the "
+                        "Oracle is 1 and the worst arm 0")
+    for column in ("method", "normalised QoE", "± sd", "regret", "seconds"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for name, m in summary["methods"].items():
+        table.add_row(name, f"{m['normalised_qoe']['mean']:.3f}", f"{m['normalised_qoe']['std']:.3f}",
+                      f"{m['regret']['mean']:.1f}", f"{m['seconds']['mean']:.2f}")
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    theta = summary["methods"]["linucb"].get("theta", {})
+    if "distance" in theta:
+        print(f"linucb θ̂ (mean over seeds) {theta['mean']}; ‖θ̂ − θ‖ mean {theta['distance']['mean']:.3f}, "
+              f"max {theta['distance']['max']:.3f}")
+
+
+def cmd_bandit(args: argparse.Namespace) -> int:
+    """`qoeflow bandit --paper`: paper 001's Table II simulation; `qoeflow bandit`: the deploy stage's
+    simulation over the DAG's model catalog, outside a run. Both write summary.json and figure.png to `-o`."""
+    from qoeflow.validate import ArtifactError
+    from tasks.context import StageError
+
+    if args.seeds < 1:
+        return _fail(f"--seeds must be at least 1, got {args.seeds}")
+    output = Path(args.output or ("bandit-paper" if args.paper else "bandit"))
+    try:
+        if args.paper:
+            from tasks.deploy import paper_command
+
+            summary = paper_command(args.seeds, output, args.peer or [])
+        else:
+            from tasks.catalog import kind_of
+            from tasks.deploy import simulate, summarise
+            from qoeflow.plots import bandit_figure
+
+            dag, _, params = _project(args, list(args.set))
+            catalog = _catalog_path(dag)
+            if not catalog.is_file():
+                return _fail(f"{catalog}: no model catalog yet; run the DAG through its `multiexit` stage")
+            rows = kind_of("model_catalog").load(catalog, str(catalog), root=Path.cwd())
+            p = params.deploy.bandit
+            if args.peer is not None:
+                p = p.model_copy(update={"peers": args.peer})
+            records = []
+            for seed in range(args.seeds):
+                print(f"seed {seed + 1}/{args.seeds}", flush=True)
+                records.append(simulate(rows, p, seed))
+            summary = summarise(rows, p, records)
+            output.mkdir(parents=True, exist_ok=True)
+            kind_of("bandit_summary").save(summary, output / "summary.json", str(output / "summary.json"))
+            kind_of("bandit_figure").save(bandit_figure(summary, f"Variants of {p.family} for simulated devices"),
+                                          output / "figure.png", str(output / "figure.png"))
+    except (ArtifactError, StageError, ValueError) as exc:
+        return _fail(str(exc))
+    _print_bandit(summary, output / "summary.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qoeflow", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -436,6 +496,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a param, e.g. bench.precisions=[fp32,fp16] (repeatable)")
     bench.add_argument("-o", "--output", default=None, help="the table to write (default: bench-<device>.csv)")
     bench.set_defaults(func=cmd_bench)
+
+    bandit = sub.add_parser("bandit", help="contextual-bandit model selection with delayed, noisy QoE feedback")
+    bandit.add_argument("--paper", action="store_true", help="paper 001's synthetic setting (Table II), not the catalog")
+    bandit.add_argument("--seeds", type=int, default=20, help="seeds 0..N-1 (default 20)")
+    bandit.add_argument("--peer", action="append", choices=["contextualbandits", "mabwiser"], default=None,
+                        help="run a peer LinUCB on the same stream (repeatable; default: none with --paper, "
+                             "params deploy.bandit.peers otherwise)")
+    bandit.add_argument("--dag", default=DEFAULT_DAG)
+    bandit.add_argument("--params", default="params.yaml")
+    bandit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a param, e.g. deploy.bandit.rounds=2000 (repeatable)")
+    bandit.add_argument("-o", "--output", default=None, help="folder for summary.json and figure.png "
+                                                             "(default: bandit-paper/ or bandit/)")
+    bandit.set_defaults(func=cmd_bandit)
 
     serve = sub.add_parser("serve", help="serve the DAG's flow as a Prefect deployment on a schedule")
     serve.add_argument("--dag", default=DEFAULT_DAG)

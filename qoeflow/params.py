@@ -255,6 +255,49 @@ class BenchParams(_Strict):
         return value
 
 
+class PopulationParams(_Strict):
+    """Stage `deploy`: the simulated devices and users (qoeflow/lifecycle/deployment.py, `Population`)."""
+
+    cpu_median: float = Field(0.5, gt=0, description="device speed relative to the measuring machine (log-normal median)")
+    cpu_sigma: float = Field(1.5, ge=0, le=5, description="log-normal sigma of device speed")
+    ram_gb: list[float] = Field([1.0, 2.0, 4.0, 8.0], min_length=1, description="device RAM sizes, drawn uniformly")
+    memory_share: float = Field(0.25, gt=0, le=1, description="share of RAM a model may take")
+    size_scale: float = Field(1000.0, gt=0, description="catalog model bytes × this = size on the devices")
+    energy_sigma: float = Field(0.5, ge=0, le=5, description="log-normal sigma of a device's energy per MAC")
+    latency_budget_ms: float = Field(5.0, gt=0, description="device latency that costs one unit of QoE")
+    weights: tuple[float, float, float] = Field((6.0, 2.0, 1.0), description="Dirichlet concentration over the "
+                                                "users' weights of accuracy, latency and energy")
+    max_delay: int = Field(40, ge=1, le=10_000, description="ratings arrive 1..max_delay rounds late")
+    observation: float = Field(0.5, ge=0, description="rating noise variance is observation / delay²")
+
+    @field_validator("ram_gb", "weights")
+    @classmethod
+    def _positive(cls, value):
+        if min(value) <= 0:
+            raise ValueError(f"must be positive, got {list(value)}")
+        return value
+
+
+class BanditParams(_Strict):
+    """Stage `deploy`: contextual-bandit model selection over the catalog (paper 001, Alg. 1)."""
+
+    family: str = Field("digits", description="the catalog family whose variants are the arms")
+    rounds: int = Field(5000, ge=10, le=1_000_000)
+    alpha: float = Field(1.0, ge=0, description="UCB exploration weight (Eq. 8)")
+    delta: float = Field(1.0, gt=0, description="prior precision δ (Eq. 6)")
+    mismatch: float = Field(0.3, gt=0, description="the bandit's λ^η: QoE variance its linear model misses")
+    peers: list[Literal["contextualbandits", "mabwiser"]] = Field(["contextualbandits", "mabwiser"],
+                                                                 description="peer LinUCBs run on the same stream")
+    population: PopulationParams = PopulationParams()
+
+
+class DeployParams(_Strict):
+    """Stage `deploy`: the bandit per seed (fanned out), then latency control of the DMS model."""
+
+    seeds: list[int] = Field([0, 1, 2, 3], min_length=1)
+    bandit: BanditParams = BanditParams()
+
+
 class ReportParams(_Strict):
     title: str = "qoeflow lifecycle run"
 
@@ -267,6 +310,7 @@ class Params(_Strict):
     compress: CompressParams | None = None
     multiexit: MultiExitParams | None = None
     bench: BenchParams = BenchParams()
+    deploy: DeployParams = DeployParams()
     report: ReportParams = ReportParams()
 
 

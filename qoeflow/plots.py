@@ -152,3 +152,33 @@ def exits_figure(details: dict):
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def bandit_figure(summary: dict, title: str = "Model selection with delayed, noisy QoE feedback"):
+    """Left: time-average QoE against rounds, normalised so the Oracle is 1 and the worst arm 0 (paper 001,
+    Fig. 3), mean over seeds. Right: cumulative regret at the horizon per method, mean and spread over seeds,
+    with each method's wall seconds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = summary["methods"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4), gridspec_kw={"width_ratios": [3, 2]})
+    for i, (name, m) in enumerate(methods.items()):
+        left.plot(summary["rounds"], m["curve"], color=f"C{i}", label=name)
+    left.set(xlabel="round", ylabel="normalised time-average QoE", title=f"{title} ({summary['seeds']} seeds)",
+             ylim=(min(0.0, *(min(m["curve"]) for m in methods.values())), 1.05))
+    left.legend(fontsize=8)
+    names = list(methods)
+    means = [methods[n]["regret"]["mean"] for n in names]
+    spread = [methods[n]["regret"]["std"] for n in names]
+    right.barh(names, means, xerr=spread, color=[f"C{i}" for i in range(len(names))])
+    for y, n in enumerate(names):
+        right.annotate(f" {methods[n]['seconds']['mean']:.2f} s", (means[y], y), va="center", fontsize=7)
+    right.set(xlabel="cumulative regret at the horizon (expected QoE)", title="Regret and wall seconds per seed")
+    right.invert_yaxis()
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

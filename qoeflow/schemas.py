@@ -204,6 +204,58 @@ class AshaDoc(_Doc):
     planner: PlannerResult
 
 
+class Spread(_Doc):
+    """A figure over seeds."""
+
+    mean: float
+    std: float = Field(ge=0)
+    min: float
+    max: float
+
+
+class BanditTheta(_Doc):
+    mean: list[float]
+    per_seed: list[list[float]]
+    distance: Spread | None = None
+
+
+class BanditMethod(_Doc):
+    normalised_qoe: Spread
+    regret: Spread
+    seconds: Spread
+    curve: list[float]
+    choices: dict[str, float] | None = None  # paper mode: arm id -> share of rounds
+    top_choices: dict[str, float] | None = None  # deployment mode: the five most chosen variants
+    theta: BanditTheta | None = None
+
+
+class BanditSummaryDoc(_Doc):
+    """`bandit_summary.json` (stage `deploy`) and `qoeflow bandit --paper`'s summary.json: per method, figures
+    over seeds, normalised so the Oracle is 1 and the worst arm 0 (paper 001, Fig. 3)."""
+
+    mode: Literal["paper", "deployment"]
+    seeds: int = Field(ge=1)
+    rounds: list[int] = Field(min_length=1)
+    methods: dict[str, BanditMethod]
+    setup: dict[str, Any] | None = None  # paper mode: Table II
+    family: str | None = None  # deployment mode from here on
+    arms: list[str] | None = None
+    features: list[str] | None = None
+    oracle_theta: list[float] | None = None
+    settings: dict[str, Any] | None = None
+    seed_list: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "BanditSummaryDoc":
+        for name in ("linucb", "oracle", "static"):
+            if name not in self.methods:
+                raise ValueError(f"methods must include '{name}'")
+        for name, m in self.methods.items():
+            if len(m.curve) != len(self.rounds):
+                raise ValueError(f"methods.{name}.curve has {len(m.curve)} points for {len(self.rounds)} rounds")
+        return self
+
+
 def check_document(model: type[BaseModel], doc: Any, label: str) -> None:
     """Validate a parsed JSON document; the error names the file, each bad field and its value."""
     try:

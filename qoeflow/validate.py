@@ -265,3 +265,29 @@ def check_bench(df: pd.DataFrame, label: str = "bench.csv") -> None:
     exps.append(gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="p99_ms", column_B="p90_ms", or_equal=True))
     exps.append(gxe.ExpectColumnValuesToBeInSet(column="pareto", value_set=[True, False]))
     _raise(label, _problems("bench", df[BENCH_COLUMNS], exps, ["variant", "precision", "batch"]))
+
+
+BANDIT_COLUMNS = ["method", "normalised_qoe", "regret", "seconds"]
+
+
+def bandit_methods(doc: dict) -> pd.DataFrame:
+    """A bandit summary's methods as a table: mean normalised QoE, regret and seconds over seeds."""
+    return pd.DataFrame([{"method": name, **{k: m[k]["mean"] for k in BANDIT_COLUMNS[1:]}}
+                         for name, m in doc["methods"].items()], columns=BANDIT_COLUMNS)
+
+
+def check_bandit_summary(doc: dict, label: str = "bandit_summary.json") -> None:
+    """Per method (means over seeds): unique names, finite figures, seconds ≥ 0, and the Oracle at exactly 1
+    with no regret (every method is normalised against it)."""
+    df = bandit_methods(doc)
+    gxe = _start(df, BANDIT_COLUMNS, label)
+    exps: list[Any] = [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in BANDIT_COLUMNS]
+    exps.append(gxe.ExpectColumnValuesToBeUnique(column="method"))
+    exps.append(gxe.ExpectColumnValuesToBeBetween(column="seconds", min_value=0, max_value=_HUGE))
+    exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=-_HUGE, max_value=_HUGE)
+             for c in ("normalised_qoe", "regret")]
+    _raise(label, _problems("bandit_summary", df, exps, ["method"]))
+    oracle = df[df["method"] == "oracle"]
+    if oracle.empty or abs(float(oracle["normalised_qoe"].iloc[0]) - 1) > 1e-9 or abs(float(oracle["regret"].iloc[0])) > 1e-9:
+        raise ArtifactError(f"{label}: the oracle must score normalised QoE 1 with no regret, got "
+                            f"{oracle[['normalised_qoe', 'regret']].to_dict('records')}")

@@ -111,11 +111,18 @@ register(TaskDef(
     entry={"run": "run"},
 ))
 register(TaskDef(
+    name="deploy",
+    module="tasks.deploy",
+    inputs=("model_catalog",),
+    outputs=("bandit_summary", "bandit_figure"),
+    entry={"run_item": "run_seed", "gather": "gather"},
+))
+register(TaskDef(
     name="report",
     module="tasks.report",
     optional=("curves", "jobs", "forecast_figure", "scores", "allocation_figure", "allocation", "plan_vs_actual",
               "selection", "variants", "compression", "compression_figure", "exits", "model_catalog", "exits_figure",
-              "bench", "bench_figure", "caching", "caching_figure", "asha"),
+              "bench", "bench_figure", "caching", "caching_figure", "asha", "bandit_summary", "bandit_figure"),
     outputs=("html",),
     entry={"run": "run"},
 ))

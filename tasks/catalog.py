@@ -82,22 +82,29 @@ def _finite_json(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class Document(Kind):
-    """A JSON document checked by a pydantic model; loads as plain dicts and lists."""
+    """A JSON document checked by a pydantic model, and by `check` (Great Expectations on a table drawn from
+    it) where given; loads as plain dicts and lists."""
 
     model: type[BaseModel]
+    check: Callable[[Any, str], None] | None = None
     description = "JSON document"
+
+    def _check(self, doc: Any, label: str) -> None:
+        schemas.check_document(self.model, doc, label)
+        if self.check is not None:
+            self.check(doc, label)
 
     def read(self, path: Path, label: str) -> Any:
         try:
             doc = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ArtifactError(f"{label}: not a readable JSON document ({exc})") from None
-        schemas.check_document(self.model, doc, label)
+        self._check(doc, label)
         return doc
 
     def save(self, obj: Any, tmp: Path, label: str, root: Path | None = None) -> None:
         doc = json.loads(json.dumps(obj, default=float))  # plain JSON types, as a reader will see them
-        schemas.check_document(self.model, doc, label)
+        self._check(doc, label)
         tmp.write_text(json.dumps(_finite_json(doc), indent=2, sort_keys=True) + "\n")
 
 
@@ -258,6 +265,9 @@ CATALOG: dict[str, Kind] = {
     "caching_figure": Figure(dpi=80),
     # asha
     "asha": Document(schemas.AshaDoc),
+    # deploy
+    "bandit_summary": Document(schemas.BanditSummaryDoc, validate.check_bandit_summary),
+    "bandit_figure": Figure(dpi=80),
     # report
     "html": Page(),
 }

@@ -26,7 +26,8 @@ SECTIONS = [s for s in SMOKE_STAGES if s != "report"]  # the stages the report h
 FIGURES = ["validation loss and metric per epoch, per job", "forecast curves with bands, per job",
            "E_sum by method over a budget sweep", "accuracy against MACs; DMS latency against Eq. 2",
            "accuracy per exit", "latency against accuracy, Pareto front",
-           "convolutional caching per crowd job and clip"]  # the sections' figures, in page order
+           "convolutional caching per crowd job and clip",
+           "normalised QoE against rounds, regret per method"]  # the sections' figures, in page order
 WIDTH = 1400
 SCREENSHOT = REPO / ".qoeflow" / "screenshots" / "report.png"
 

@@ -63,6 +63,11 @@ def test_first_run_trains_every_job_and_writes_the_artifacts(project, first_run)
     assert continued.groupby("job")["epoch"].max().to_dict() == dict(zip(plan["job"], plan["planned_epochs"]))
     asha = json.loads((project / "data/smoke/asha/asha.json").read_text())
     assert asha["training_seconds"] > 0 and asha["E_sum"] > 0
+    deploy = json.loads((project / "data/smoke/deploy/bandit_summary.json").read_text())
+    assert (deploy["mode"], deploy["seeds"], deploy["family"]) == ("deployment", 2, "digits")
+    assert set(deploy["methods"]) == {"linucb", "oracle", "random", "static", "contextualbandits"}
+    catalog = pd.read_csv(project / "data/smoke/models/catalog.csv")
+    assert deploy["arms"] == catalog.loc[catalog["family"] == "digits", "variant"].tolist()
 
 
 def test_ray_workers_and_driver_report_to_one_prefect_api(project, first_run):
@@ -72,7 +77,7 @@ def test_ray_workers_and_driver_report_to_one_prefect_api(project, first_run):
         tasks = dict(conn.execute("select name, state_type from task_run").fetchall())
     assert flows == [("COMPLETED",)]
     for name in ("train[digits-mlp]", "train[digits-allcnn]", "train[crowd-mcnn]", "train[gather]", "forecast",
-                 "allocate", "continue[crowd-mcnn]", "continue[gather]", "asha", "report"):
+                 "allocate", "continue[crowd-mcnn]", "continue[gather]", "asha", "deploy[0]", "deploy[gather]", "report"):
         assert tasks.get(name) == "COMPLETED", tasks
     assert "Started a local Ray instance" in first_run.stderr + first_run.stdout
 

@@ -1,0 +1,117 @@
+"""Stage `deploy`: which catalog variant each simulated device gets (paper 001), one `foreach` item per seed of
+params `deploy.seeds`; the gather step combines the seeds into `bandit_summary.json` and its figure.
+
+Per seed: a stream of devices and users over the variants of family `deploy.bandit.family`
+(qoeflow/lifecycle/deployment.py), played by our delayed-feedback LinUCB, the Oracle that knows the expected
+QoE's θ, Static (the best single variant in hindsight), uniform random and the peer LinUCBs of
+`deploy.bandit.peers`, all on the same stream. Also `qoeflow bandit` (this simulation outside a run) and
+`qoeflow bandit --paper` (Table II's synthetic setting, Fig. 3).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import pandas as pd
+
+from tasks.context import StageContext, StageError
+
+
+def arms_of(catalog: pd.DataFrame, family: str, label: str = "catalog"):
+    """The catalog's variants of `family` as the simulator's `Variant`s; StageError naming the families there."""
+    from qoeflow.lifecycle.deployment import Variant
+
+    rows = catalog[catalog["family"] == family]
+    if rows.empty:
+        known = ", ".join(sorted(catalog["family"].unique())) or "none"
+        raise StageError(f"{label}: no variant of family '{family}' (deploy.bandit.family); families there: {known}")
+    return [Variant(r.variant, r.accuracy, r.macs, r.params, r.n_layers, r.n_filters, r.latency_b1_ms, r.size_bytes)
+            for r in rows.itertuples()]
+
+
+def simulate(catalog: pd.DataFrame, p, seed: int, progress: Callable[[str, int], None] | None = None) -> dict:
+    """One seed of the deployment simulation with params `p` (deploy.bandit): `seed_record`'s figures."""
+    import numpy as np
+
+    from qoeflow.lifecycle import bandit_peers
+    from qoeflow.lifecycle.bandit import DelayedLinUCB, Oracle, Uniform
+    from qoeflow.lifecycle.bandit_sim import checkpoints, evaluate, seed_record
+    from qoeflow.lifecycle.deployment import DeploymentStream, Population
+
+    variants = arms_of(catalog, p.family)
+    population = Population(**{k: tuple(v) if isinstance(v, list) else v for k, v in p.population.model_dump().items()})
+    stream = DeploymentStream(variants, population, p.rounds, seed)
+    ours = DelayedLinUCB(stream.dim, alpha=p.alpha, delta=p.delta, noise_variance=stream.noise_variance(p.mismatch),
+                         seed=seed)
+    policies = [ours, Oracle(stream.theta), Uniform(seed)]
+    policies += [bandit_peers.make(name, len(variants), alpha=p.alpha, delta=p.delta, seed=seed) for name in p.peers]
+    b, traces = evaluate(stream, policies, progress)
+    record = seed_record(b, traces, checkpoints(p.rounds))
+    return {"seed": seed, "methods": record, "theta": np.round(stream.theta, 5).tolist()}
+
+
+def summarise(catalog: pd.DataFrame, p, records: Sequence[dict]) -> dict:
+    """The seeds combined: per method normalised QoE, regret, seconds and curves; the variants' names and
+    each method's most chosen variants; our θ̂ beside the Oracle's θ, feature by feature."""
+    import numpy as np
+
+    from qoeflow.lifecycle.bandit_sim import checkpoints, combine
+    from qoeflow.lifecycle.deployment import FEATURES
+
+    names = [v.name for v in arms_of(catalog, p.family)]
+    theta = np.array(records[0]["theta"])
+    summary = combine([r["methods"] for r in records], checkpoints(p.rounds), theta)
+    for entry in summary["methods"].values():
+        shares = sorted(entry.pop("choices").items(), key=lambda kv: -kv[1])
+        entry["top_choices"] = {names[int(a)]: round(s, 4) for a, s in shares[:5]}
+    summary.update({"mode": "deployment", "family": p.family, "arms": names, "features": list(FEATURES),
+                    "oracle_theta": theta.tolist(), "settings": p.model_dump(mode="json"),
+                    "seed_list": [r["seed"] for r in records]})
+    return summary
+
+
+def run_seed(ctx: StageContext, seed: int) -> dict:
+    """One seed's simulation; a small record for the gather step."""
+    catalog = ctx.load("model_catalog")
+    p = ctx.params.deploy.bandit
+    total = 4 + len(p.peers)
+
+    def progress(name: str, t: int) -> None:
+        if ctx.progress:
+            ctx.progress(str(seed), t, p.rounds, f"{name} round {t}/{p.rounds} (of {total} methods)")
+
+    record = simulate(catalog, p, int(seed), progress)
+    ours = record["methods"]["linucb"]
+    ctx.log(f"deploy[{seed}]: linucb normalised QoE {ours['normalised_qoe']:.3f}, regret {ours['regret']:.1f}")
+    return {"record": record, "notes": list(ctx.notes)}
+
+
+def gather(ctx: StageContext, summaries: list[dict]) -> dict:
+    """The bandit summary and figure from every seed."""
+    from qoeflow.plots import bandit_figure
+
+    records = [s["record"] for s in summaries if "record" in s]
+    if not records:
+        raise StageError(f"stage '{ctx.stage}': no seed finished")
+    summary = summarise(ctx.load("model_catalog"), ctx.params.deploy.bandit, records)
+    ctx.save("bandit_summary", summary)
+    ctx.save("bandit_figure", bandit_figure(summary, f"Variants of {summary['family']} for simulated devices"))
+    return {"outputs": ctx.publish(), "notes": ctx.notes}
+
+
+def paper_command(seeds: int, output: Path, peers: Sequence[str]) -> dict:
+    """`qoeflow bandit --paper`: Table II's simulation over `seeds` seeds; summary.json and figure.png in
+    `output`. Returns the summary."""
+    from qoeflow.lifecycle.bandit_sim import PaperSetup, replicate_paper
+    from qoeflow.plots import bandit_figure
+    from tasks.catalog import kind_of
+
+    summary = replicate_paper(PaperSetup(), range(seeds), peers,
+                              progress=lambda done, total: print(f"seed {done}/{total}", flush=True))
+    summary["mode"] = "paper"
+    output.mkdir(parents=True, exist_ok=True)
+    kind_of("bandit_summary").save(summary, output / "summary.json", str(output / "summary.json"))
+    fig = bandit_figure(summary, "Paper 001, Table II setting")
+    kind_of("bandit_figure").save(fig, output / "figure.png", str(output / "figure.png"))
+    return summary
