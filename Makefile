@@ -29,6 +29,7 @@ bench: setup
 	$(BIN)/python benchmarks/compression.py
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/caching.py
+	$(BIN)/python benchmarks/bandit.py
 
 clean:
 	rm -rf .qoeflow data/smoke
