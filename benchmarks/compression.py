@@ -26,7 +26,6 @@ import json
 import math
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -37,7 +36,7 @@ from qoeflow.lifecycle import decomposition, dms, multiexit as mx, pruning
 from qoeflow.lifecycle.finetune import accuracy, fit
 from qoeflow.models import arch
 from qoeflow.models.digits import BUILDERS
-from qoeflow.models.latency import measure
+from qoeflow.models.latency import measure, torch_threads
 from qoeflow.models.macs import count_macs
 from qoeflow.params import CompressParams, MultiExitParams
 
@@ -88,15 +87,9 @@ def base_model(family: str, model: str, s: Settings, data) -> torch.nn.Module:
     return net
 
 
-@contextmanager
 def timing_threads():
     """Latency is measured on one thread (steadier on a shared 2-core machine); training uses all."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(LATENCY_THREADS)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return torch_threads(LATENCY_THREADS)
 
 
 def latencies(fns: dict[str, Callable], s: Settings) -> dict[str, dict[int, float]]:

@@ -291,11 +291,35 @@ class BanditParams(_Strict):
     population: PopulationParams = PopulationParams()
 
 
+class QoSParams(_Strict):
+    """Stage `deploy`: PI control of DMS levels for latency targets (paper 002 §III-C), on this machine."""
+
+    job: str = Field("digits-vgg", description="the job whose DMS variants (catalog rows JOB.dms-L<k>) are run")
+    batch: int = Field(16, ge=1, le=1024, description="inputs per inference")
+    periods: int = Field(150, ge=3, le=100_000, description="monitoring periods; the disturbance runs in the middle third")
+    inferences: int = Field(5, ge=1, le=10_000, description="inferences per task per period (latency: their median)")
+    targets: dict[str, float] = Field({"A": 0.75, "B": 0.85, "C": 0.95}, min_length=1,
+                                      description="task -> target latency as a share of level 0's profiled latency")
+    single: str = Field("A", description="the task of the one-task experiment")
+    disturbance_threads: int = Field(1, ge=1, le=64, description="threads multiplying matrices in the middle third")
+    threads: int = Field(1, ge=1, le=64, description="torch threads while running")
+    speed: float = Field(0.4, gt=0, le=1, description="share of the level error the controller removes per period")
+
+    @model_validator(mode="after")
+    def _known_single(self) -> "QoSParams":
+        if self.single not in self.targets:
+            raise ValueError(f"single: '{self.single}' is not a task of targets ({', '.join(self.targets)})")
+        if any(not 0 < t <= 10 for t in self.targets.values()):
+            raise ValueError(f"targets must be shares of level 0's latency in (0, 10], got {self.targets}")
+        return self
+
+
 class DeployParams(_Strict):
     """Stage `deploy`: the bandit per seed (fanned out), then latency control of the DMS model."""
 
     seeds: list[int] = Field([0, 1, 2, 3], min_length=1)
     bandit: BanditParams = BanditParams()
+    qos: QoSParams = QoSParams()
 
 
 class ReportParams(_Strict):

@@ -256,6 +256,48 @@ class BanditSummaryDoc(_Doc):
         return self
 
 
+class QoSLevel(_Doc):
+    level: int = Field(ge=0)
+    accuracy: float = Field(ge=0, le=1)
+    latency_ms: float = Field(gt=0)
+    disturbed_latency_ms: float = Field(gt=0)
+
+
+class QoSFigures(_Doc):
+    """One task, mode and phase: means over its monitoring periods."""
+
+    periods: float = Field(ge=1)
+    latency_ms: float = Field(gt=0)
+    abs_error_ms: float = Field(ge=0)
+    abs_error_rel: float = Field(ge=0)
+    within_10: float = Field(ge=0, le=1)
+    accuracy: float = Field(ge=0, le=1)
+    level: float = Field(ge=0)
+    saturated: float = Field(ge=0, le=1)
+    unreachable: float = Field(ge=0, le=1)
+
+
+class QoSTask(_Doc):
+    target_ms: float = Field(gt=0)
+    reachable: dict[Literal["undisturbed", "disturbed"], bool]
+    controlled: dict[Literal["undisturbed", "disturbed", "all"], QoSFigures]
+    uncontrolled: dict[Literal["undisturbed", "disturbed", "all"], QoSFigures]
+
+
+class QoSSummaryDoc(_Doc):
+    """`qos_summary.json` (stage `deploy`): DMS levels as profiled, and per experiment (`single`, `concurrent`),
+    task, mode and phase the latency-tracking figures of paper 002 §IV-C."""
+
+    job: str
+    family: Family
+    levels: list[QoSLevel] = Field(min_length=1)
+    experiments: dict[Literal["single", "concurrent"], dict[str, QoSTask]]
+    seconds: float = Field(ge=0)
+    settings: dict[str, Any]
+    device: str
+    torch_threads: int = Field(ge=1)
+
+
 def check_document(model: type[BaseModel], doc: Any, label: str) -> None:
     """Validate a parsed JSON document; the error names the file, each bad field and its value."""
     try:

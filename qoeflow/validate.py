@@ -291,3 +291,29 @@ def check_bandit_summary(doc: dict, label: str = "bandit_summary.json") -> None:
     if oracle.empty or abs(float(oracle["normalised_qoe"].iloc[0]) - 1) > 1e-9 or abs(float(oracle["regret"].iloc[0])) > 1e-9:
         raise ArtifactError(f"{label}: the oracle must score normalised QoE 1 with no regret, got "
                             f"{oracle[['normalised_qoe', 'regret']].to_dict('records')}")
+
+
+QOS_COLUMNS = ["experiment", "task", "mode", "phase", "periods", "within_10", "abs_error_rel", "accuracy", "level"]
+
+
+def qos_rows(doc: dict) -> pd.DataFrame:
+    """A QoS summary as a table: one row per experiment, task, mode and phase."""
+    return pd.DataFrame([{"experiment": e, "task": t, "mode": m, "phase": ph, **{c: f[c] for c in QOS_COLUMNS[4:]}}
+                         for e, tasks in doc["experiments"].items() for t, info in tasks.items()
+                         for m in ("controlled", "uncontrolled") for ph, f in info[m].items()], columns=QOS_COLUMNS)
+
+
+def check_qos_summary(doc: dict, label: str = "qos_summary.json") -> None:
+    """Every experiment, task, mode and phase once; shares within 10 % and accuracies in [0, 1]; errors and
+    levels ≥ 0; at least one period each; the uncontrolled runs stay at level 0."""
+    df = qos_rows(doc)
+    gxe = _start(df, QOS_COLUMNS, label)
+    exps: list[Any] = [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in QOS_COLUMNS]
+    exps.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=["experiment", "task", "mode", "phase"]))
+    exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=1) for c in ("within_10", "accuracy")]
+    exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=_HUGE) for c in ("abs_error_rel", "level")]
+    exps.append(gxe.ExpectColumnValuesToBeBetween(column="periods", min_value=1, max_value=_HUGE))
+    _raise(label, _problems("qos_summary", df, exps, ["experiment", "task", "mode", "phase"]))
+    moved = df[(df["mode"] == "uncontrolled") & (df["level"] != 0)]
+    if not moved.empty:
+        raise ArtifactError(f"{label}: uncontrolled runs must stay at level 0, got {moved.to_dict('records')}")

@@ -114,7 +114,7 @@ register(TaskDef(
     name="deploy",
     module="tasks.deploy",
     inputs=("model_catalog",),
-    outputs=("bandit_summary", "bandit_figure"),
+    outputs=("bandit_summary", "bandit_figure", "qos_summary", "qos_figure", "qos_single_figure"),
     entry={"run_item": "run_seed", "gather": "gather"},
 ))
 register(TaskDef(
@@ -122,7 +122,8 @@ register(TaskDef(
     module="tasks.report",
     optional=("curves", "jobs", "forecast_figure", "scores", "allocation_figure", "allocation", "plan_vs_actual",
               "selection", "variants", "compression", "compression_figure", "exits", "model_catalog", "exits_figure",
-              "bench", "bench_figure", "caching", "caching_figure", "asha", "bandit_summary", "bandit_figure"),
+              "bench", "bench_figure", "caching", "caching_figure", "asha", "bandit_summary", "bandit_figure",
+              "qos_summary", "qos_figure", "qos_single_figure"),
     outputs=("html",),
     entry={"run": "run"},
 ))

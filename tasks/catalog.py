@@ -268,6 +268,9 @@ CATALOG: dict[str, Kind] = {
     # deploy
     "bandit_summary": Document(schemas.BanditSummaryDoc, validate.check_bandit_summary),
     "bandit_figure": Figure(dpi=80),
+    "qos_summary": Document(schemas.QoSSummaryDoc, validate.check_qos_summary),
+    "qos_figure": Figure(dpi=80),
+    "qos_single_figure": Figure(dpi=80),
     # report
     "html": Page(),
 }

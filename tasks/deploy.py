@@ -87,16 +87,60 @@ def run_seed(ctx: StageContext, seed: int) -> dict:
     return {"record": record, "notes": list(ctx.notes)}
 
 
+def dms_model(catalog: pd.DataFrame, catalog_path: Path, root: Path, job: str):
+    """The shared DMSNet of `job`'s DMS variants, its test accuracy per level and its family."""
+    from qoeflow.models.variants import load_variant
+
+    rows = catalog[(catalog["source_job"] == job) & (catalog["method"] == "dms")]
+    if rows.empty:
+        jobs = sorted(catalog.loc[catalog["method"] == "dms", "source_job"].unique())
+        raise StageError(f"{catalog_path}: no DMS variant of job '{job}' (deploy.qos.job); jobs with DMS variants: "
+                         f"{', '.join(jobs) or 'none'}")
+    accuracy = {int(v.rsplit("-L", 1)[1]): float(a) for v, a in zip(rows["variant"], rows["accuracy"])}
+    net = load_variant(rows["variant"].iloc[0], catalog_path, root).net
+    return net, accuracy, rows["family"].iloc[0]
+
+
+def control(ctx: StageContext, catalog: pd.DataFrame) -> None:
+    """PI control of the DMS level for latency targets (paper 002 §IV-C): one task, then the tasks of
+    `deploy.qos.targets` together, controlled and not; the summary and Figs. 11/13-like plots."""
+    import torch
+
+    from qoeflow.models import input_shape
+    from qoeflow.models.qos_run import Disturbance, experiment, experiment_summary, plot_qos
+
+    p = ctx.params.deploy.qos
+    net, accuracy, family = dms_model(catalog, ctx.input("model_catalog"), ctx.root, p.job)
+    x = torch.randn((p.batch, *input_shape(family)), generator=torch.Generator().manual_seed(0))
+    ctx.log(f"deploy: DMS control of {p.job} ({net.levels} levels), {p.periods} periods × {p.inferences} inferences "
+            f"of batch {p.batch} per task")
+    if ctx.progress:
+        ctx.progress("qos", 0, 1, f"{p.job}: {len(p.targets)} tasks, {p.periods} periods")
+    result = experiment(net, p.targets, p.single, x, accuracy, periods=p.periods, inferences=p.inferences,
+                        disturbance=Disturbance(threads=p.disturbance_threads), threads=p.threads, speed=p.speed)
+    summary = experiment_summary(result, accuracy)
+    summary.update({"job": p.job, "family": family, "settings": p.model_dump(mode="json"),
+                    "device": "cpu", "torch_threads": p.threads})
+    ctx.save("qos_summary", summary)
+    records = result.records
+    ctx.save("qos_single_figure", plot_qos(records[records["experiment"] == "single"].drop(columns="experiment")))
+    ctx.save("qos_figure", plot_qos(records[records["experiment"] == "concurrent"].drop(columns="experiment")))
+    if ctx.progress:
+        ctx.progress("qos", 1, 1, f"done in {result.seconds:.0f} s")
+
+
 def gather(ctx: StageContext, summaries: list[dict]) -> dict:
-    """The bandit summary and figure from every seed."""
+    """The bandit summary and figure from every seed; then, the seeds done and the machine quiet, DMS control."""
     from qoeflow.plots import bandit_figure
 
     records = [s["record"] for s in summaries if "record" in s]
     if not records:
         raise StageError(f"stage '{ctx.stage}': no seed finished")
-    summary = summarise(ctx.load("model_catalog"), ctx.params.deploy.bandit, records)
+    catalog = ctx.load("model_catalog")
+    summary = summarise(catalog, ctx.params.deploy.bandit, records)
     ctx.save("bandit_summary", summary)
     ctx.save("bandit_figure", bandit_figure(summary, f"Variants of {summary['family']} for simulated devices"))
+    control(ctx, catalog)
     return {"outputs": ctx.publish(), "notes": ctx.notes}
 
 

@@ -427,10 +427,36 @@ def deploy_section(ctx: StageContext, stage: str) -> dict[str, Any]:
                   note="Time-average QoE normalised so the Oracle (the θ of the QoE's expectation) is 1 and the worst "
                        "variant offered 0; regret in QoE against the Oracle's choices; seconds of choosing and learning "
                        "per seed.")
+    qos = ctx.load("qos_summary")
     return {"text": f"Ratings arrive 1 to {settings['population']['max_delay']} rounds late; LinUCB with α = "
-                    f"{settings['alpha']}, δ = {settings['delta']}, λ^η = {settings['mismatch']}.",
-            "tables": [table],
-            "figures": [png_figure(ctx.load("bandit_figure"), "normalised QoE against rounds, regret per method")]}
+                    f"{settings['alpha']}, δ = {settings['delta']}, λ^η = {settings['mismatch']}. Then PI control of "
+                    f"the DMS level of {qos['job']} for latency targets, {qos['settings']['periods']} monitoring periods "
+                    "with a disturbance thread in the middle third.",
+            "tables": [table, qos_table(qos)],
+            "figures": [png_figure(ctx.load("bandit_figure"), "normalised QoE against rounds, regret per method"),
+                        png_figure(ctx.load("qos_single_figure"), "DMS control of one task: latency, level, accuracy"),
+                        png_figure(ctx.load("qos_figure"), "DMS control of concurrent tasks: latency, level, accuracy")]}
+
+
+def qos_table(qos: dict) -> Table:
+    """Per experiment and task: the share of periods within 10 % of the target and the mean accuracy, with
+    DMS control and without, undisturbed and disturbed."""
+    rows = []
+    for experiment, tasks in qos["experiments"].items():
+        for task, info in tasks.items():
+            cells = [experiment, task, hz.milliseconds(info["target_ms"] / 1e3)]
+            for phase in ("undisturbed", "disturbed"):
+                c, u = info["controlled"][phase], info["uncontrolled"][phase]
+                cells += [hz.percent(c["within_10"]) + ("" if info["reachable"][phase] else " (unreachable)"),
+                          hz.percent(u["within_10"]), hz.percent(c["accuracy"])]
+            rows.append(Row(cells))
+    columns = [Column("experiment"), Column("task"), Column("target", True)]
+    for phase in ("undisturbed", "disturbed"):
+        columns += [Column(f"{phase}: within 10 %", True), Column("no control", True), Column("accuracy", True)]
+    return Table(columns, rows, caption=f"DMS latency control of {qos['job']}",
+                 note="Within 10 %: share of monitoring periods whose median latency lies within 10 % of the target; "
+                      "accuracy: the test accuracy of the levels run, on average (no control: level 0, "
+                      f"{hz.percent(qos['levels'][0]['accuracy'])}).")
 
 
 def caching_table(caching) -> Table:

@@ -27,7 +27,9 @@ FIGURES = ["validation loss and metric per epoch, per job", "forecast curves wit
            "E_sum by method over a budget sweep", "accuracy against MACs; DMS latency against Eq. 2",
            "accuracy per exit", "latency against accuracy, Pareto front",
            "convolutional caching per crowd job and clip",
-           "normalised QoE against rounds, regret per method"]  # the sections' figures, in page order
+           "normalised QoE against rounds, regret per method",
+           "DMS control of one task: latency, level, accuracy",
+           "DMS control of concurrent tasks: latency, level, accuracy"]  # the sections' figures, in page order
 WIDTH = 1400
 SCREENSHOT = REPO / ".qoeflow" / "screenshots" / "report.png"
 

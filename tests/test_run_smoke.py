@@ -68,6 +68,11 @@ def test_first_run_trains_every_job_and_writes_the_artifacts(project, first_run)
     assert set(deploy["methods"]) == {"linucb", "oracle", "random", "static", "contextualbandits"}
     catalog = pd.read_csv(project / "data/smoke/models/catalog.csv")
     assert deploy["arms"] == catalog.loc[catalog["family"] == "digits", "variant"].tolist()
+    qos = json.loads((project / "data/smoke/deploy/qos_summary.json").read_text())
+    assert qos["job"] == "digits-allcnn" and set(qos["experiments"]) == {"single", "concurrent"}
+    assert set(qos["experiments"]["concurrent"]) == {"A", "B", "C"} and set(qos["experiments"]["single"]) == {"A"}
+    levels = catalog[(catalog["source_job"] == "digits-allcnn") & (catalog["method"] == "dms")]
+    assert [lv["accuracy"] for lv in qos["levels"]] == levels["accuracy"].tolist()
 
 
 def test_ray_workers_and_driver_report_to_one_prefect_api(project, first_run):
