@@ -281,7 +281,8 @@ class PopulationParams(_Strict):
 class BanditParams(_Strict):
     """Stage `deploy`: contextual-bandit model selection over the catalog (paper 001, Alg. 1)."""
 
-    family: str = Field("digits", description="the catalog family whose variants are the arms")
+    family: str | None = Field(None, description="the catalog family whose variants are the arms (None: the family "
+                                                 "with the most variants)")
     rounds: int = Field(5000, ge=10, le=1_000_000)
     alpha: float = Field(1.0, ge=0, description="UCB exploration weight (Eq. 8)")
     delta: float = Field(1.0, gt=0, description="prior precision δ (Eq. 6)")
@@ -294,7 +295,8 @@ class BanditParams(_Strict):
 class QoSParams(_Strict):
     """Stage `deploy`: PI control of DMS levels for latency targets (paper 002 §III-C), on this machine."""
 
-    job: str = Field("digits-vgg", description="the job whose DMS variants (catalog rows JOB.dms-L<k>) are run")
+    job: str | None = Field(None, description="the job whose DMS variants (catalog rows JOB.dms-L<k>) are run "
+                                              "(None: the catalog's first job with DMS variants)")
     batch: int = Field(16, ge=1, le=1024, description="inputs per inference")
     periods: int = Field(150, ge=3, le=100_000, description="monitoring periods; the disturbance runs in the middle third")
     inferences: int = Field(5, ge=1, le=10_000, description="inferences per task per period (latency: their median)")

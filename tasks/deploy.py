@@ -18,16 +18,19 @@ import pandas as pd
 from tasks.context import StageContext, StageError
 
 
-def arms_of(catalog: pd.DataFrame, family: str, label: str = "catalog"):
-    """The catalog's variants of `family` as the simulator's `Variant`s; StageError naming the families there."""
+def arms_of(catalog: pd.DataFrame, family: str | None, label: str = "catalog") -> tuple[str, list]:
+    """The family (`family`, or where None the one with the most variants) and its catalog variants as the
+    simulator's `Variant`s; StageError naming the families there when `family` has none."""
     from qoeflow.lifecycle.deployment import Variant
 
+    if family is None:
+        family = str(catalog["family"].value_counts().index[0])
     rows = catalog[catalog["family"] == family]
     if rows.empty:
         known = ", ".join(sorted(catalog["family"].unique())) or "none"
         raise StageError(f"{label}: no variant of family '{family}' (deploy.bandit.family); families there: {known}")
-    return [Variant(r.variant, r.accuracy, r.macs, r.params, r.n_layers, r.n_filters, r.latency_b1_ms, r.size_bytes)
-            for r in rows.itertuples()]
+    return family, [Variant(r.variant, r.accuracy, r.macs, r.params, r.n_layers, r.n_filters, r.latency_b1_ms,
+                            r.size_bytes) for r in rows.itertuples()]
 
 
 def simulate(catalog: pd.DataFrame, p, seed: int, progress: Callable[[str, int], None] | None = None) -> dict:
@@ -39,7 +42,7 @@ def simulate(catalog: pd.DataFrame, p, seed: int, progress: Callable[[str, int],
     from qoeflow.lifecycle.bandit_sim import checkpoints, evaluate, seed_record
     from qoeflow.lifecycle.deployment import DeploymentStream, Population
 
-    variants = arms_of(catalog, p.family)
+    _, variants = arms_of(catalog, p.family)
     population = Population(**{k: tuple(v) if isinstance(v, list) else v for k, v in p.population.model_dump().items()})
     stream = DeploymentStream(variants, population, p.rounds, seed)
     ours = DelayedLinUCB(stream.dim, alpha=p.alpha, delta=p.delta, noise_variance=stream.noise_variance(p.mismatch),
@@ -59,13 +62,14 @@ def summarise(catalog: pd.DataFrame, p, records: Sequence[dict]) -> dict:
     from qoeflow.lifecycle.bandit_sim import checkpoints, combine
     from qoeflow.lifecycle.deployment import FEATURES
 
-    names = [v.name for v in arms_of(catalog, p.family)]
+    family, variants = arms_of(catalog, p.family)
+    names = [v.name for v in variants]
     theta = np.array(records[0]["theta"])
     summary = combine([r["methods"] for r in records], checkpoints(p.rounds), theta)
     for entry in summary["methods"].values():
         shares = sorted(entry.pop("choices").items(), key=lambda kv: -kv[1])
         entry["top_choices"] = {names[int(a)]: round(s, 4) for a, s in shares[:5]}
-    summary.update({"mode": "deployment", "family": p.family, "arms": names, "features": list(FEATURES),
+    summary.update({"mode": "deployment", "family": family, "arms": names, "features": list(FEATURES),
                     "oracle_theta": theta.tolist(), "settings": p.model_dump(mode="json"),
                     "seed_list": [r["seed"] for r in records]})
     return summary
@@ -87,18 +91,21 @@ def run_seed(ctx: StageContext, seed: int) -> dict:
     return {"record": record, "notes": list(ctx.notes)}
 
 
-def dms_model(catalog: pd.DataFrame, catalog_path: Path, root: Path, job: str):
-    """The shared DMSNet of `job`'s DMS variants, its test accuracy per level and its family."""
+def dms_model(catalog: pd.DataFrame, catalog_path: Path, root: Path, job: str | None):
+    """The job (`job`, or where None the first of the catalog with DMS variants), the shared DMSNet of its DMS
+    variants, its test accuracy per level and its family."""
     from qoeflow.models.variants import load_variant
 
-    rows = catalog[(catalog["source_job"] == job) & (catalog["method"] == "dms")]
+    dms = catalog[catalog["method"] == "dms"]
+    jobs = list(dict.fromkeys(dms["source_job"]))
+    job = jobs[0] if job is None and jobs else job
+    rows = dms[dms["source_job"] == job]
     if rows.empty:
-        jobs = sorted(catalog.loc[catalog["method"] == "dms", "source_job"].unique())
         raise StageError(f"{catalog_path}: no DMS variant of job '{job}' (deploy.qos.job); jobs with DMS variants: "
                          f"{', '.join(jobs) or 'none'}")
     accuracy = {int(v.rsplit("-L", 1)[1]): float(a) for v, a in zip(rows["variant"], rows["accuracy"])}
     net = load_variant(rows["variant"].iloc[0], catalog_path, root).net
-    return net, accuracy, rows["family"].iloc[0]
+    return job, net, accuracy, rows["family"].iloc[0]
 
 
 def control(ctx: StageContext, catalog: pd.DataFrame) -> None:
@@ -110,19 +117,22 @@ def control(ctx: StageContext, catalog: pd.DataFrame) -> None:
     from qoeflow.models.qos_run import Disturbance, experiment, experiment_summary, plot_qos
 
     p = ctx.params.deploy.qos
-    net, accuracy, family = dms_model(catalog, ctx.input("model_catalog"), ctx.root, p.job)
+    job, net, accuracy, family = dms_model(catalog, ctx.input("model_catalog"), ctx.root, p.job)
     x = torch.randn((p.batch, *input_shape(family)), generator=torch.Generator().manual_seed(0))
-    ctx.log(f"deploy: DMS control of {p.job} ({net.levels} levels), {p.periods} periods × {p.inferences} inferences "
+    ctx.log(f"deploy: DMS control of {job} ({net.levels} levels), {p.periods} periods × {p.inferences} inferences "
             f"of batch {p.batch} per task")
     if ctx.progress:
-        ctx.progress("qos", 0, 1, f"{p.job}: {len(p.targets)} tasks, {p.periods} periods")
+        ctx.progress("qos", 0, 1, f"{job}: {len(p.targets)} tasks, {p.periods} periods")
     result = experiment(net, p.targets, p.single, x, accuracy, periods=p.periods, inferences=p.inferences,
                         disturbance=Disturbance(threads=p.disturbance_threads), threads=p.threads, speed=p.speed)
     summary = experiment_summary(result, accuracy)
-    summary.update({"job": p.job, "family": family, "settings": p.model_dump(mode="json"),
+    summary.update({"job": job, "family": family, "settings": p.model_dump(mode="json"),
                     "device": "cpu", "torch_threads": p.threads})
     ctx.save("qos_summary", summary)
     records = result.records
+    for (name, task), rows in records[records["unreachable"]].groupby(["experiment", "task"]):
+        ctx.note(f"deploy: {name} task {task}: target {rows['target_ms'].iloc[0]:.3g} ms unreachable at the highest "
+                 f"DMS level in {len(rows)} of {p.periods} periods (the controller held that level)")
     ctx.save("qos_single_figure", plot_qos(records[records["experiment"] == "single"].drop(columns="experiment")))
     ctx.save("qos_figure", plot_qos(records[records["experiment"] == "concurrent"].drop(columns="experiment")))
     if ctx.progress:

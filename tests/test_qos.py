@@ -259,3 +259,5 @@ def test_the_stage_names_the_jobs_with_dms_variants_when_the_chosen_one_has_none
                             "method": ["dms", "base"], "accuracy": [0.9, 0.8], "family": ["digits", "digits"]})
     with pytest.raises(StageError, match="no DMS variant of job 'digits-mlp'.*digits-vgg"):
         dms_model(catalog, tmp_path / "catalog.csv", tmp_path, "digits-mlp")
+    with pytest.raises(StageError, match="jobs with DMS variants: none"):
+        dms_model(catalog[catalog["method"] != "dms"], tmp_path / "catalog.csv", tmp_path, None)
