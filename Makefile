@@ -30,6 +30,7 @@ bench: setup
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/caching.py
 	$(BIN)/python benchmarks/bandit.py
+	$(BIN)/python benchmarks/qos.py
 
 clean:
 	rm -rf .qoeflow data/smoke
