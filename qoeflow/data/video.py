@@ -470,8 +470,10 @@ def _draw_sprites(canvas: torch.Tensor, frames: int, rows: tuple[np.ndarray, ...
 
 def sprites_clip(name: str, frames: int = 200, height: int = 96, width: int = 96, motion: Motion = SPRITES_MOTION,
                  seed: int = 0, noise: float = 0.04, drift: float = 0.05, scale: tuple[float, float] = (16.0, 28.0),
-                 part: str = "test", texture: float = 0.2) -> Clip:
-    """A grey clip of digit glyphs (``glyph_bank(seed)[part]``) moving over one flattened photo crop."""
+                 part: str = "test", texture: float = 0.2, glyph_seed: int | None = None) -> Clip:
+    """A grey clip of digit glyphs (``glyph_bank(glyph_seed)[part]``; ``glyph_seed`` defaults to ``seed``) moving
+    over one flattened photo crop. Pass the classifiers' data seed as ``glyph_seed`` so that the test glyphs are
+    ones they never saw, whatever the clip's own seed."""
     _check(name, frames, height, width, motion, seed, noise, drift)
     if part not in PARTS:
         raise ValueError(f"unknown part {part!r} (allowed: {', '.join(PARTS)})")
@@ -483,7 +485,7 @@ def sprites_clip(name: str, frames: int = 200, height: int = 96, width: int = 96
         raise ValueError(f"scale must satisfy 0 < min <= max (pixels), got {scale!r}")
     if not 0.0 <= _real("texture", texture) <= 1.0:
         raise ValueError(f"texture must lie in [0, 1], got {texture!r}")
-    bank_glyphs, bank_labels, _ = glyph_bank(seed)[part]
+    bank_glyphs, bank_labels, _ = glyph_bank(seed if glyph_seed is None else glyph_seed)[part]
     canvas = _grey_background(_rng(seed, "sprites", "background"), height, width, texture)
     tracks = _tracks(seed, "sprites", frames, motion, height, width)
     looks = _looks(seed, "sprites", len(tracks["t0"]), lambda rng: _sprite_draw(rng, (low, high)))
