@@ -422,8 +422,7 @@ def cmd_bandit(args: argparse.Namespace) -> int:
             summary = paper_command(args.seeds, output, args.peer or [])
         else:
             from tasks.catalog import kind_of
-            from tasks.deploy import simulate, summarise
-            from qoeflow.plots import bandit_figure
+            from tasks.deploy import catalog_command
 
             dag, _, params = _project(args, list(args.set))
             catalog = _catalog_path(dag)
@@ -433,15 +432,7 @@ def cmd_bandit(args: argparse.Namespace) -> int:
             p = params.deploy.bandit
             if args.peer is not None:
                 p = p.model_copy(update={"peers": args.peer})
-            records = []
-            for seed in range(args.seeds):
-                print(f"seed {seed + 1}/{args.seeds}", flush=True)
-                records.append(simulate(rows, p, seed))
-            summary = summarise(rows, p, records)
-            output.mkdir(parents=True, exist_ok=True)
-            kind_of("bandit_summary").save(summary, output / "summary.json", str(output / "summary.json"))
-            kind_of("bandit_figure").save(bandit_figure(summary, f"Variants of {p.family} for simulated devices"),
-                                          output / "figure.png", str(output / "figure.png"))
+            summary = catalog_command(rows, p, args.seeds, output)
     except (ArtifactError, StageError, ValueError) as exc:
         return _fail(str(exc))
     _print_bandit(summary, output / "summary.json")

@@ -149,23 +149,47 @@ def gather(ctx: StageContext, summaries: list[dict]) -> dict:
     catalog = ctx.load("model_catalog")
     summary = summarise(catalog, ctx.params.deploy.bandit, records)
     ctx.save("bandit_summary", summary)
-    ctx.save("bandit_figure", bandit_figure(summary, f"Variants of {summary['family']} for simulated devices"))
+    ctx.save("bandit_figure", bandit_figure(summary, title(summary)))
     control(ctx, catalog)
     return {"outputs": ctx.publish(), "notes": ctx.notes}
 
 
-def paper_command(seeds: int, output: Path, peers: Sequence[str]) -> dict:
-    """`qoeflow bandit --paper`: Table II's simulation over `seeds` seeds; summary.json and figure.png in
-    `output`. Returns the summary."""
-    from qoeflow.lifecycle.bandit_sim import PaperSetup, replicate_paper
+def title(summary: dict) -> str:
+    """The bandit figure's title for a summary of either mode."""
+    if summary["mode"] == "paper":
+        return "Paper 001, Table II setting"
+    return f"Variants of {summary['family']} for simulated devices"
+
+
+def write_summary(summary: dict, output: Path) -> None:
+    """A bandit summary, checked, as `output`/summary.json and its figure as `output`/figure.png."""
     from qoeflow.plots import bandit_figure
     from tasks.catalog import kind_of
+
+    output.mkdir(parents=True, exist_ok=True)
+    kind_of("bandit_summary").save(summary, output / "summary.json", str(output / "summary.json"))
+    kind_of("bandit_figure").save(bandit_figure(summary, title(summary)), output / "figure.png",
+                                  str(output / "figure.png"))
+
+
+def paper_command(seeds: int, output: Path, peers: Sequence[str]) -> dict:
+    """`qoeflow bandit --paper`: Table II's simulation over `seeds` seeds, written to `output`."""
+    from qoeflow.lifecycle.bandit_sim import PaperSetup, replicate_paper
 
     summary = replicate_paper(PaperSetup(), range(seeds), peers,
                               progress=lambda done, total: print(f"seed {done}/{total}", flush=True))
     summary["mode"] = "paper"
-    output.mkdir(parents=True, exist_ok=True)
-    kind_of("bandit_summary").save(summary, output / "summary.json", str(output / "summary.json"))
-    fig = bandit_figure(summary, "Paper 001, Table II setting")
-    kind_of("bandit_figure").save(fig, output / "figure.png", str(output / "figure.png"))
+    write_summary(summary, output)
+    return summary
+
+
+def catalog_command(catalog: pd.DataFrame, p, seeds: int, output: Path) -> dict:
+    """`qoeflow bandit`: the stage's simulation (params `p`, deploy.bandit) over seeds 0..`seeds`−1 of
+    `catalog`, one after another in this process, written to `output`."""
+    records = []
+    for seed in range(seeds):
+        print(f"seed {seed + 1}/{seeds}", flush=True)
+        records.append(simulate(catalog, p, seed))
+    summary = summarise(catalog, p, records)
+    write_summary(summary, output)
     return summary

@@ -238,6 +238,7 @@ def test_qoeflow_bandit_paper_writes_a_checked_summary_and_figure(tmp_path, monk
     kind_of("bandit_figure").load(tmp_path / "out" / "figure.png", "figure.png")
     methods = summary["methods"]
     assert summary["setup"]["theta"] == list(THETA) and summary["seeds"] == 2
+    assert set(methods) == {"linucb", "oracle", "random", "static"}  # no peer unless asked for
     assert methods["oracle"]["normalised_qoe"]["mean"] == 1.0
     assert methods["linucb"]["normalised_qoe"]["mean"] > methods["static"]["normalised_qoe"]["mean"]
     assert methods["linucb"]["theta"]["distance"]["max"] < 0.3

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -152,10 +152,6 @@ class FeedbackQueue:
         out = self._due.pop(round_, [])
         self.pending -= len(out)
         return out
-
-    def __iter__(self) -> Iterator[Rating]:
-        for ratings in self._due.values():
-            yield from ratings
 
 
 class Policy:
