@@ -52,7 +52,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -431,6 +431,17 @@ def crowd_clip(name: str, frames: int = 200, height: int = 128, width: int = 128
 
 # ---------------------------------------------------------------------------------------------- sprites
 
+def _classes(classes: Sequence[int] | None) -> np.ndarray:
+    """The digits a sprites clip shows, checked: distinct integers in [0, CLASSES)."""
+    if classes is None:
+        return np.arange(CLASSES)
+    values = list(classes)
+    if not values or len(set(values)) != len(values) or any(
+            isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= c < CLASSES for c in values):
+        raise ValueError(f"classes must be distinct digits in [0, {CLASSES}), at least one, got {classes!r}")
+    return np.asarray(values, np.int64)
+
+
 def _grey_background(rng: np.random.Generator, height: int, width: int, texture: float) -> torch.Tensor:
     """A grey photo crop (square at the larger side, cut to H×W), flattened: (1, 1, H, W) float32."""
     side = max(height, width)
@@ -470,10 +481,13 @@ def _draw_sprites(canvas: torch.Tensor, frames: int, rows: tuple[np.ndarray, ...
 
 def sprites_clip(name: str, frames: int = 200, height: int = 96, width: int = 96, motion: Motion = SPRITES_MOTION,
                  seed: int = 0, noise: float = 0.04, drift: float = 0.05, scale: tuple[float, float] = (16.0, 28.0),
-                 part: str = "test", texture: float = 0.2, glyph_seed: int | None = None) -> Clip:
+                 part: str = "test", texture: float = 0.2, glyph_seed: int | None = None,
+                 classes: Sequence[int] | None = None) -> Clip:
     """A grey clip of digit glyphs (``glyph_bank(glyph_seed)[part]``; ``glyph_seed`` defaults to ``seed``) moving
     over one flattened photo crop. Pass the classifiers' data seed as ``glyph_seed`` so that the test glyphs are
-    ones they never saw, whatever the clip's own seed."""
+    ones they never saw, whatever the clip's own seed. ``classes``: the digits that appear (default all ten);
+    each block of ten tracks maps its permutation of the ten onto them (label mod their number), so their
+    counts differ by at most one per block and everything else about the clip stays as with all ten."""
     _check(name, frames, height, width, motion, seed, noise, drift)
     if part not in PARTS:
         raise ValueError(f"unknown part {part!r} (allowed: {', '.join(PARTS)})")
@@ -485,10 +499,12 @@ def sprites_clip(name: str, frames: int = 200, height: int = 96, width: int = 96
         raise ValueError(f"scale must satisfy 0 < min <= max (pixels), got {scale!r}")
     if not 0.0 <= _real("texture", texture) <= 1.0:
         raise ValueError(f"texture must lie in [0, 1], got {texture!r}")
+    subset = _classes(classes)
     bank_glyphs, bank_labels, _ = glyph_bank(seed if glyph_seed is None else glyph_seed)[part]
     canvas = _grey_background(_rng(seed, "sprites", "background"), height, width, texture)
     tracks = _tracks(seed, "sprites", frames, motion, height, width)
     looks = _looks(seed, "sprites", len(tracks["t0"]), lambda rng: _sprite_draw(rng, (low, high)))
+    looks["label"] = subset[looks["label"] % len(subset)]
     glyphs = bank_glyphs[_glyph_index(bank_labels, looks["label"], looks["pick"])]
     x0, y0 = _place(tracks, looks["side"] / 2, height, width)
     rows = _visible(tracks, x0, y0, frames, height, width)
