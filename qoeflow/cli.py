@@ -439,6 +439,51 @@ def cmd_bandit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ranges(frames: Sequence[int]) -> str:
+    """Sorted frame numbers as runs: 3-7, 9, 12-15."""
+    runs: list[list[int]] = []
+    for f in frames:
+        if runs and f == runs[-1][1] + 1:
+            runs[-1][1] = f
+        else:
+            runs.append([f, f])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs) or "none"
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    """`qoeflow video query --class C [--clip NAME]`: the frames holding class C, answered from the video stage's
+    index (the GT-CNN checks candidate centroids; no video is read again)."""
+    from qoeflow.validate import ArtifactError
+    from tasks.catalog import kind_of
+    from tasks.context import StageError
+    from tasks.video import query_command
+    from tasks.video_db import VideoIndexError
+
+    dag, _, _ = _project(args)
+    if "video" not in dag.stages or "video_index" not in dag.stages["video"].outs:
+        return _fail(f"{dag.path}: no stage 'video' writing a video index")
+    index = Path(args.index or dag.stages["video"].outs["video_index"].path)
+    catalog = _catalog_path(dag)
+    try:
+        if not catalog.is_file():
+            return _fail(f"{catalog}: no model catalog; run the DAG through its `multiexit` stage")
+        rows = kind_of("model_catalog").load(catalog, str(catalog), root=Path.cwd())
+        answers = query_command(index, rows, catalog, Path.cwd(), args.label, args.clip, args.method)
+    except (ArtifactError, StageError, VideoIndexError, ValueError) as exc:
+        return _fail(str(exc))
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"class {args.label} by {args.method} from {index}")
+    for column in ("clip", "frames", "candidate clusters", "GT-CNN calls", "seconds", "frame numbers"):
+        table.add_column(column, justify="left" if column in ("clip", "frame numbers") else "right")
+    for name, a in answers:
+        table.add_row(name, str(len(a.frames)), str(a.candidates), str(a.gt_calls), f"{a.seconds:.3f}",
+                      _ranges(a.frames))
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qoeflow", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -501,6 +546,18 @@ def build_parser() -> argparse.ArgumentParser:
     bandit.add_argument("-o", "--output", default=None, help="folder for summary.json and figure.png "
                                                              "(default: bandit-paper/ or bandit/)")
     bandit.set_defaults(func=cmd_bandit)
+
+    video = sub.add_parser("video", help="video indexing with the multi-exit network: query the video stage's index")
+    video_sub = video.add_subparsers(dest="action", required=True)
+    query = video_sub.add_parser("query", help="the frames holding one class, answered from the index")
+    query.add_argument("--class", dest="label", type=int, required=True, help="the class (a digit, 0-9)")
+    query.add_argument("--clip", default=None, help="one clip of the index (default: every clip)")
+    query.add_argument("--method", default="multi-exit", choices=["multi-exit", "focus"],
+                       help="whose index answers (default: multi-exit)")
+    query.add_argument("--index", default=None, help="the index file (default: the DAG's video stage output)")
+    query.add_argument("--dag", default=DEFAULT_DAG)
+    query.add_argument("--params", default="params.yaml")
+    query.set_defaults(func=cmd_video)
 
     serve = sub.add_parser("serve", help="serve the DAG's flow as a Prefect deployment on a schedule")
     serve.add_argument("--dag", default=DEFAULT_DAG)

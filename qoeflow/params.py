@@ -324,6 +324,61 @@ class DeployParams(_Strict):
     qos: QoSParams = QoSParams()
 
 
+class ClipParams(_Strict):
+    """Stage `video`: one generated sprites clip (qoeflow/data/video.py, `sprites_clip`)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="the clip's name in the index and the tables")
+    seed: int = Field(0, ge=0, description="the clip's random seed (background, tracks, looks, noise)")
+    frames: int = Field(2000, ge=2, le=100_000)
+    objects: int = Field(3, ge=1, le=50, description="objects on screen on average")
+    moving: float = Field(0.7, ge=0, le=1, description="share of the objects that walk")
+    speed: float = Field(1.0, ge=0, le=20, description="walking speed, pixels per frame")
+    turnover: float = Field(6.0, ge=0, description="objects vanishing (and arriving) per 100 frames")
+    classes: list[int] | None = Field(None, min_length=1, description="the digits that appear (None: all ten)")
+
+    @model_validator(mode="after")
+    def _known_classes(self) -> "ClipParams":
+        if self.classes is not None and (len(set(self.classes)) != len(self.classes)
+                                         or any(not 0 <= c <= 9 for c in self.classes)):
+            raise ValueError(f"classes must be distinct digits 0-9, got {self.classes}")
+        if self.turnover > 100 * self.objects:
+            raise ValueError(f"turnover must be at most 100 × objects = {100 * self.objects}, got {self.turnover}")
+        return self
+
+
+class VideoParams(_Strict):
+    """Stage `video`: Focus-style indexing of generated clips with a multi-exit network, and queries (thesis 004
+    §5.3.1; qoeflow/lifecycle/video_index.py)."""
+
+    job: str | None = Field(None, description="the multi-exit job (catalog rows JOB.exit-<i>; None: the first)")
+    ground_truth: list[str] | None = Field(None, min_length=1, description="the GT-CNN's catalog variants, an "
+                                           "ensemble (None: the `ensemble` most accurate sprites variants)")
+    ensemble: int = Field(3, ge=1, le=20, description="variants in the default GT-CNN")
+    height: int = Field(128, ge=32, le=4096)
+    width: int = Field(128, ge=32, le=4096)
+    clips: list[ClipParams] = Field(
+        [ClipParams(name="mixed", seed=1), ClipParams(name="sparse", seed=2, objects=2, classes=[0, 1, 2, 3, 4]),
+         ClipParams(name="busy", seed=3, objects=5, moving=0.9, speed=1.5, classes=[4, 5, 6, 7, 8, 9])], min_length=1)
+    sample: float = Field(0.1, gt=0, le=1, description="share of each clip's objects (the first ones) labelled "
+                                                       "by the GT-CNN to choose k′ and the exits")
+    recall_target: float = Field(0.99, gt=0, le=1, description="recall of the index on the labelled sample")
+    k_max: int = Field(3, ge=1, le=10, description="largest k′ (top classes per exit) tried")
+    max_clusters: int = Field(2000, ge=1, description="clusters per class (Focus's N)")
+    radius: float = Field(0.15, ge=0, le=2, description="feature distance (unit vectors) within which an "
+                                                       "object joins a cluster")
+    exit_precision: float = Field(0.99, gt=0, le=1, description="precision against the GT-CNN that each "
+                                                                "query-time exit's threshold is calibrated to")
+    min_area: int = Field(20, ge=1, description="smallest foreground blob that is an object, pixels")
+    threads: int = Field(1, ge=1, le=64, description="torch threads while ingesting and querying")
+
+    @model_validator(mode="after")
+    def _unique_clips(self) -> "VideoParams":
+        names = [c.name for c in self.clips]
+        if len(set(names)) != len(names):
+            raise ValueError(f"clips: names must be unique, got {names}")
+        return self
+
+
 class ReportParams(_Strict):
     title: str = "qoeflow lifecycle run"
 
@@ -337,6 +392,7 @@ class Params(_Strict):
     multiexit: MultiExitParams | None = None
     bench: BenchParams = BenchParams()
     deploy: DeployParams = DeployParams()
+    video: VideoParams = VideoParams()
     report: ReportParams = ReportParams()
 
 

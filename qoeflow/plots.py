@@ -182,3 +182,42 @@ def bandit_figure(summary: dict, title: str = "Model selection with delayed, noi
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def video_figure(table):
+    """Video indexing per clip, from ``video_run.summarise``'s table: query speedup over brute force (the
+    workload's seconds), ingest seconds per frame with the clusterings (#indexing), and precision and recall
+    against brute force (all queries' frames)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from qoeflow.validate import VIDEO_METHODS as METHODS
+
+    clips = list(dict.fromkeys(table["clip"]))
+    at = np.arange(len(clips))
+    fig, (speed, cost, quality) = plt.subplots(1, 3, figsize=(15, 4.2))
+    indexed = METHODS[1:]
+    for i, method in enumerate(indexed):
+        rows = table[table["method"] == method].set_index("clip").loc[clips]
+        offset = (i - 0.5) * 0.38
+        speed.bar(at + offset, rows["speedup"], 0.38, color=f"C{i + 1}", label=method)
+        cost.bar(at + offset, rows["ingest_seconds_per_frame"] * 1e3, 0.38, color=f"C{i + 1}", label=method)
+        for x, (n, k, exits) in zip(at + offset, rows[["indexed", "k", "exits"]].itertuples(index=False)):
+            cost.annotate(f"{int(n)}\nk′{int(k)} e{exits}", (x, 0), ha="center", va="bottom", fontsize=6)
+    speed.axhline(10, color="grey", ls="--", lw=0.8)
+    speed.set(xticks=at, xticklabels=clips, ylabel="× faster than brute force", title="Query time, whole workload")
+    cost.set(xticks=at, xticklabels=clips, ylabel="ms per frame", title="Ingest (labels: #indexing, k′, exits)")
+    for i, method in enumerate(METHODS):
+        rows = table[table["method"] == method].set_index("clip").loc[clips]
+        quality.scatter(at + (i - 1) * 0.2, rows["precision"], marker="o", color=f"C{i}", label=f"{method} precision")
+        quality.scatter(at + (i - 1) * 0.2, rows["recall"], marker="^", color=f"C{i}", label=f"{method} recall")
+    quality.axhline(0.99, color="grey", ls="--", lw=0.8)
+    quality.set(xticks=at, xticklabels=clips, ylabel="against brute force", title="Precision and recall (frames)")
+    for ax in (speed, cost, quality):
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

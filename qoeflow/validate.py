@@ -267,6 +267,44 @@ def check_bench(df: pd.DataFrame, label: str = "bench.csv") -> None:
     _raise(label, _problems("bench", df[BENCH_COLUMNS], exps, ["variant", "precision", "batch"]))
 
 
+VIDEO_METHODS = ("brute-force", "focus", "multi-exit")  # the video query workload's methods; the last two index
+VIDEO_INGEST_COLUMNS = ["clip", "method", "frames", "objects", "sample_objects", "exits", "k", "sample_recall",
+                        "labels_per_object", "macs_per_object", "indexed", "clusters", "detect_seconds",
+                        "model_seconds", "cluster_seconds", "ingest_seconds_per_frame"]
+VIDEO_QUERY_COLUMNS = ["clip", "class", "method", "precision", "recall", "truth_precision", "truth_recall",
+                       "query_seconds", "gt_calls", "candidates", "frames_returned", "reference_frames",
+                       "ingest_seconds_per_frame"]
+
+
+def check_video_ingest(df: pd.DataFrame, label: str = "ingest.csv") -> None:
+    """Video ingest, one row per clip and indexed method: k′ ≥ 1; recall in [0, 1]; counts and seconds ≥ 0."""
+    gxe = _start(df, VIDEO_INGEST_COLUMNS, label)
+    exps: list[Any] = [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in VIDEO_INGEST_COLUMNS]
+    exps.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=["clip", "method"]))
+    exps.append(gxe.ExpectColumnValuesToBeInSet(column="method", value_set=list(VIDEO_METHODS[1:])))
+    exps.append(gxe.ExpectColumnValuesToBeBetween(column="sample_recall", min_value=0, max_value=1))
+    exps.append(gxe.ExpectColumnValuesToBeBetween(column="k", min_value=1, max_value=_HUGE))
+    exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=_HUGE)
+             for c in VIDEO_INGEST_COLUMNS[2:] if c not in ("exits", "k", "sample_recall")]
+    _raise(label, _problems("video_ingest", df[VIDEO_INGEST_COLUMNS], exps, ["clip", "method"]))
+
+
+def check_video_queries(df: pd.DataFrame, label: str = "queries.csv") -> None:
+    """The video query workload, one row per clip, class and method: known method; precision and recall in
+    [0, 1]; seconds, calls and counts ≥ 0; class a digit."""
+    gxe = _start(df, VIDEO_QUERY_COLUMNS, label)
+    exps: list[Any] = [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in VIDEO_QUERY_COLUMNS]
+    exps.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=["clip", "class", "method"]))
+    exps.append(gxe.ExpectColumnValuesToBeInSet(column="method", value_set=list(VIDEO_METHODS)))
+    exps.append(gxe.ExpectColumnValuesToBeBetween(column="class", min_value=0, max_value=9))
+    exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=1)
+             for c in ("precision", "recall", "truth_precision", "truth_recall")]
+    exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=_HUGE)
+             for c in ("query_seconds", "gt_calls", "candidates", "frames_returned", "reference_frames",
+                       "ingest_seconds_per_frame")]
+    _raise(label, _problems("video_queries", df[VIDEO_QUERY_COLUMNS], exps, ["clip", "class", "method"]))
+
+
 BANDIT_COLUMNS = ["method", "normalised_qoe", "regret", "seconds"]
 
 

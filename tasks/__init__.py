@@ -118,12 +118,19 @@ register(TaskDef(
     entry={"run_item": "run_seed", "gather": "gather"},
 ))
 register(TaskDef(
+    name="video",
+    module="tasks.video",
+    inputs=("model_catalog",),
+    outputs=("video_index", "video_ingest", "video_queries", "video_figure"),
+    entry={"run": "run"},
+))
+register(TaskDef(
     name="report",
     module="tasks.report",
     optional=("curves", "jobs", "forecast_figure", "scores", "allocation_figure", "allocation", "plan_vs_actual",
               "selection", "variants", "compression", "compression_figure", "exits", "model_catalog", "exits_figure",
               "bench", "bench_figure", "caching", "caching_figure", "asha", "bandit_summary", "bandit_figure",
-              "qos_summary", "qos_figure", "qos_single_figure"),
+              "qos_summary", "qos_figure", "qos_single_figure", "video_ingest", "video_queries", "video_figure"),
     outputs=("html",),
     entry={"run": "run"},
 ))

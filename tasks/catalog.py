@@ -219,6 +219,27 @@ class ModelCatalog(Table):
 
 
 @dataclass(frozen=True)
+class VideoIndex(Kind):
+    """The video stage's DuckDB index (tasks/video_db.py): saved from the built file, which is moved into place;
+    read only when it opens and its schema is this qoeflow's."""
+
+    description = "video index (DuckDB)"
+
+    def read(self, path: Path, label: str) -> Path:
+        from tasks.video_db import VideoIndexError, open_index
+
+        try:
+            open_index(path).close()
+        except VideoIndexError as exc:
+            raise ArtifactError(f"{label}: {exc}") from None
+        return path
+
+    def save(self, obj: Path, tmp: Path, label: str, root: Path | None = None) -> None:
+        shutil.move(str(obj), tmp)
+        self.read(tmp, label)
+
+
+@dataclass(frozen=True)
 class Checkpoints(Kind):
     """A persisted folder of per-job checkpoints that the training loop writes in place, file by file
     (each atomically); a damaged checkpoint is the training loop's to report, so loading only checks the folder."""
@@ -271,6 +292,11 @@ CATALOG: dict[str, Kind] = {
     "qos_summary": Document(schemas.QoSSummaryDoc, validate.check_qos_summary),
     "qos_figure": Figure(dpi=80),
     "qos_single_figure": Figure(dpi=80),
+    # video
+    "video_index": VideoIndex(),
+    "video_ingest": Table(validate.check_video_ingest),
+    "video_queries": Table(validate.check_video_queries),
+    "video_figure": Figure(dpi=80),
     # report
     "html": Page(),
 }

@@ -15,7 +15,7 @@ import pytest
 
 import flows  # noqa: F401  registers the stages whose code lives in flows/
 from tasks import REGISTRY
-from tasks.catalog import CATALOG, Checkpoints, Document, Figure, ModelFiles, Page, Table, Weights
+from tasks.catalog import CATALOG, Checkpoints, Document, Figure, ModelFiles, Page, Table, VideoIndex, Weights
 from tasks.context import StageError
 from tasks.runner import load_project, make_context, run_stage
 
@@ -82,6 +82,7 @@ CASES = [
      ["field 'jobs.", "dms.levels': List should have at least 1 item"]),
     ("exits", "report", _json(lambda d: _first_job(d["jobs"])["early_exit"].update(accuracy=math.nan)),
      ["early_exit.accuracy': Input should be a finite number"]),
+    ("video_queries", "report", _csv(lambda f: _set(f, "recall", 1.5)), ["column 'recall'", "clip="]),
 ]
 
 
@@ -108,7 +109,7 @@ def test_every_artifact_is_declared_with_a_kind_and_schema():
         for name in task.inputs + task.optional + task.outputs:
             assert name in CATALOG, f"{task.name}: {name}"
     for name, kind in CATALOG.items():
-        assert isinstance(kind, (Table, Document, Figure, Page, Weights, ModelFiles, Checkpoints)), name
+        assert isinstance(kind, (Table, Document, Figure, Page, Weights, ModelFiles, Checkpoints, VideoIndex)), name
         if isinstance(kind, Document):
             assert kind.model.model_json_schema()["title"], name
 

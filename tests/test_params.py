@@ -119,3 +119,16 @@ def test_validating_params_and_checking_a_dag_do_not_import_torch():
             "assert 'torch' not in sys.modules, 'torch was imported'")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_video_clips_and_k_are_checked_by_key():
+    with pytest.raises(ParamsError, match=r"video.k_max: Input should be greater than or equal to 1 \(got 0\)"):
+        validate_params(apply_set(_tree(), "video.k_max=0"))
+    tree = _tree()
+    tree["video"]["clips"][1]["name"] = tree["video"]["clips"][0]["name"]
+    with pytest.raises(ParamsError, match=r"video: .*clips: names must be unique"):
+        validate_params(tree)
+    tree = _tree()
+    tree["video"]["clips"][0]["classes"] = [3, 12]
+    with pytest.raises(ParamsError, match=r"video.clips.0: .*classes must be distinct digits 0-9"):
+        validate_params(tree)

@@ -29,7 +29,8 @@ FIGURES = ["validation loss and metric per epoch, per job", "forecast curves wit
            "convolutional caching per crowd job and clip",
            "normalised QoE against rounds, regret per method",
            "DMS control of one task: latency, level, accuracy",
-           "DMS control of concurrent tasks: latency, level, accuracy"]  # the sections' figures, in page order
+           "DMS control of concurrent tasks: latency, level, accuracy",
+           "query speedup, ingest cost, precision and recall"]  # the sections' figures, in page order
 WIDTH = 1400
 SCREENSHOT = REPO / ".qoeflow" / "screenshots" / "report.png"
 

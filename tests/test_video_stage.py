@@ -1,0 +1,82 @@
+"""The video stage of the smoke run: its DuckDB index holds the clip's objects, clusters and class map and answers
+plain SQL; the query workload's table; `qoeflow video query` answers from the index alone; and a missing,
+truncated or older index, an unknown class or clip are refused with what to run."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from conftest import SMOKE, qoeflow
+
+INDEX = "data/smoke/video/index.duckdb"
+
+
+@pytest.fixture(scope="module")
+def project(smoke_project):
+    return smoke_project[0]
+
+
+def test_the_index_holds_the_clip_and_answers_sql(project):
+    import duckdb
+
+    with duckdb.connect(str(project / INDEX), read_only=True) as conn:
+        clips = conn.execute("SELECT clip, frames, objects FROM clips").fetchall()
+        assert clips == [("tiny", 120, conn.execute("SELECT count(*) FROM objects").fetchone()[0])]
+        for method, indexed, clusters in conn.execute("SELECT method, indexed, clusters FROM ingests").fetchall():
+            assert method in ("focus", "multi-exit")
+            assert conn.execute("SELECT count(*) FROM class_clusters WHERE method = ?", [method]).fetchone()[0] == clusters
+            assert conn.execute("SELECT count(*) FROM members m JOIN objects o USING (clip, object_id) "
+                                "WHERE method = ?", [method]).fetchone()[0] == indexed
+            # every cluster's centroid is one of its members, and its crop is a 32×32 grey image
+            assert conn.execute("SELECT count(*) FROM clusters c WHERE method = ? AND NOT EXISTS (SELECT 1 FROM "
+                                "members m WHERE m.clip = c.clip AND m.method = c.method AND m.cluster_id = c.cluster_id"
+                                " AND m.object_id = c.centroid)", [method]).fetchone()[0] == 0
+            assert {len(r[0]) for r in conn.execute("SELECT crop FROM clusters WHERE method = ?", [method]).fetchall()} \
+                <= {32 * 32}
+
+
+def test_the_workload_covers_every_class_and_method(project):
+    from tasks.catalog import kind_of
+
+    queries = kind_of("video_queries").load(project / "data/smoke/video/queries.csv", "queries.csv")
+    assert len(queries) == 10 * 3 and set(queries["method"]) == {"brute-force", "focus", "multi-exit"}
+    brute = queries[queries["method"] == "brute-force"]
+    assert (brute["precision"] == 1).all() and (brute["recall"] == 1).all()  # the reference is brute force
+    ingest = kind_of("video_ingest").load(project / "data/smoke/video/ingest.csv", "ingest.csv")
+    assert set(ingest["method"]) == {"focus", "multi-exit"} and (ingest["k"] >= 1).all()
+    assert (ingest.loc[ingest["method"] == "focus", "exits"].astype(str).str.count(r"\+") == 0).all()  # one exit
+
+
+def test_query_answers_from_the_index_as_the_stage_did(project):
+    queries = pd.read_csv(project / "data/smoke/video/queries.csv")
+    row = queries[queries["method"] == "multi-exit"].sort_values("frames_returned").iloc[-1]
+    result = qoeflow("video", "query", "--class", str(row["class"]), "--clip", "tiny", *SMOKE, cwd=project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    line = next(t for t in result.stdout.splitlines() if "tiny" in t)
+    assert line.split("│")[2].strip() == str(row["frames_returned"])
+
+
+def test_bad_queries_are_refused_with_what_to_run(project, tmp_path):
+    import duckdb
+
+    def refused(*args: str) -> str:
+        result = qoeflow("video", "query", *args, *SMOKE, cwd=project)
+        assert result.returncode == 2, result.stdout + result.stderr
+        return result.stdout + result.stderr
+
+    missing = refused("--class", "1", "--index", str(tmp_path / "none.duckdb"))
+    assert "does not exist" in missing and "qoeflow stage video" in missing
+    truncated = tmp_path / "truncated.duckdb"
+    truncated.write_bytes((project / INDEX).read_bytes()[:5000])
+    assert str(truncated) in refused("--class", "1", "--index", str(truncated))
+    old = tmp_path / "old.duckdb"
+    shutil.copy(project / INDEX, old)
+    with duckdb.connect(str(old)) as conn:
+        conn.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
+    older = refused("--class", "1", "--index", str(old))
+    assert "has schema 0" in older and "qoeflow stage video" in older
+    assert "0-9" in refused("--class", "12")
+    assert "no clip 'nope' (clips: tiny)" in refused("--class", "1", "--clip", "nope")
