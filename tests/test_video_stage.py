@@ -62,21 +62,31 @@ def test_query_answers_from_the_index_as_the_stage_did(project):
 def test_bad_queries_are_refused_with_what_to_run(project, tmp_path):
     import duckdb
 
-    def refused(*args: str) -> str:
-        result = qoeflow("video", "query", *args, *SMOKE, cwd=project)
-        assert result.returncode == 2, result.stdout + result.stderr
-        return result.stdout + result.stderr
+    from tasks.catalog import kind_of
+    from tasks.context import StageError
+    from tasks.video import query_command
+    from tasks.video_db import VideoIndexError
 
-    missing = refused("--class", "1", "--index", str(tmp_path / "none.duckdb"))
-    assert "does not exist" in missing and "qoeflow stage video" in missing
+    missing = qoeflow("video", "query", "--class", "1", "--index", str(tmp_path / "none.duckdb"), *SMOKE, cwd=project)
+    assert missing.returncode == 2 and "does not exist" in missing.stdout + missing.stderr
+    assert "qoeflow stage video" in missing.stdout + missing.stderr
+    catalog_path = project / "data/smoke/models/catalog.csv"
+    catalog = kind_of("model_catalog").load(catalog_path, "catalog.csv", root=project)
+
+    def query(index, label=1, clip=None):
+        return query_command(index, catalog, catalog_path, project, label, clip, "multi-exit")
+
     truncated = tmp_path / "truncated.duckdb"
     truncated.write_bytes((project / INDEX).read_bytes()[:5000])
-    assert str(truncated) in refused("--class", "1", "--index", str(truncated))
+    with pytest.raises(VideoIndexError, match=f"{truncated}.*qoeflow stage video"):
+        query(truncated)
     old = tmp_path / "old.duckdb"
     shutil.copy(project / INDEX, old)
     with duckdb.connect(str(old)) as conn:
         conn.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
-    older = refused("--class", "1", "--index", str(old))
-    assert "has schema 0" in older and "qoeflow stage video" in older
-    assert "0-9" in refused("--class", "12")
-    assert "no clip 'nope' (clips: tiny)" in refused("--class", "1", "--clip", "nope")
+    with pytest.raises(VideoIndexError, match=r"has schema 0 .*qoeflow stage video"):
+        query(old)
+    with pytest.raises(StageError, match="0-9"):
+        query(project / INDEX, label=12)
+    with pytest.raises(StageError, match=r"no clip 'nope' \(clips: tiny\)"):
+        query(project / INDEX, clip="nope")
