@@ -444,12 +444,12 @@ def video_section(ctx: StageContext, stage: str) -> dict[str, Any]:
 
     queries, ingest = ctx.load("video_queries"), ctx.load("video_ingest")
     table = summarise(queries, ingest)
-    rows = [Row([r["clip"], r["method"], hz.percent(r["precision"]), hz.percent(r["recall"]),
-                 hz.percent(r["truth_precision"]), hz.seconds(r["query_seconds"]), hz.ratio(r["speedup"]),
+    rows = [Row([r["clip"], r["method"], hz.percent(r["precision"], 4), hz.percent(r["recall"], 4),
+                 hz.percent(r["truth_precision"], 3), hz.seconds(r["query_seconds"]), hz.ratio(r["speedup"]),
                  hz.number(r["gt_calls"]),
                  hz.MISSING if r["method"] == "brute-force" else hz.milliseconds(r["ingest_seconds_per_frame"]),
                  hz.MISSING if r["method"] == "brute-force" else f'exit {r["exits"]}, k′ {int(r["k"])}',
-                 hz.MISSING if r["method"] == "brute-force" else f'{int(r["indexed"])} / {int(r["clusters"])}'],
+                 hz.MISSING if r["method"] == "brute-force" else f'{hz.number(r["indexed"])} / {hz.number(r["clusters"])}'],
                 mark="bad" if min(r["precision"], r["recall"]) < 0.99 else "")
             for r in table.to_dict("records")]
     columns = [Column("clip"), Column("method"), Column("precision", True), Column("recall", True),

@@ -4,8 +4,8 @@
 Per clip of params `video.clips` (a sprites clip whose glyphs are the classifiers' unseen test handwriting):
 objects by background subtraction; the first `video.sample` share of them labelled by the GT-CNN, which picks
 each indexed method's exits and k′ and, with the sprites validation images, calibrates the multi-exit query
-thresholds; ingest by single-exit Focus
-and by the multi-exit version into `data/video/index.duckdb`. Then the workload: every class on every clip by
+thresholds; ingest by single-exit Focus and by the multi-exit version into `data/video/index.duckdb`. Then the
+workload: every class on every clip by
 brute force (the GT-CNN on every object, the reference), Focus and the multi-exit version, each query through
 SQL; `queries.csv` (precision and recall against brute force and against the generator's truth, seconds,
 GT-CNN calls), `ingest.csv` and a figure. `qoeflow video query` answers from the index afterwards.
@@ -164,8 +164,9 @@ def ingest_rows(name: str, found: dict) -> list[dict]:
 
 def workload(conn, name: str, clip, found: dict, net, gt) -> list[dict]:
     """Every class on one clip by every method: queries.csv's rows."""
+    from qoeflow.data.sprites import CLASSES
     from qoeflow.lifecycle.video_index import precision_recall
-    from qoeflow.models.video_run import predict
+    from qoeflow.models.video_run import INGESTS, predict
 
     truth = pd.DataFrame({"frame": clip.objects["frame"], "label": clip.objects["label"]})
     per_frame = found["ingest"].set_index("method")["ingest_seconds_per_frame"].to_dict()
@@ -173,13 +174,13 @@ def workload(conn, name: str, clip, found: dict, net, gt) -> list[dict]:
     labels = predict(gt, found["x"])  # the brute-force scan: the same for every class, so run once and charged to each
     scan = time.perf_counter() - start
     rows = []
-    for label in range(10):
+    for label in range(CLASSES):
         start = time.perf_counter()
         reference = sorted(set(found["frames"][labels == label].tolist()))
         brute = {"frames": reference, "candidates": len(found["x"]), "gt_calls": len(found["x"]),
                  "seconds": scan + time.perf_counter() - start}
         answers = {"brute-force": brute}
-        for method in ("focus", "multi-exit"):
+        for method in INGESTS:
             result = answer(conn, name, method, label, gt, net, found["thresholds"], CROP)
             answers[method] = {"frames": result.frames, "candidates": result.candidates, "gt_calls": result.gt_calls,
                                "seconds": result.seconds}
@@ -232,7 +233,7 @@ def run(ctx: StageContext) -> dict:
     ctx.save("video_queries", queries)
     ctx.save("video_figure", video_figure(summarise(queries, ingest)))
     totals = queries.groupby("method")["query_seconds"].sum()
-    ctx.log(f"video: query seconds over the workload: " + ", ".join(f"{m} {s:.2f}" for m, s in totals.items()))
+    ctx.log("video: query seconds over the workload: " + ", ".join(f"{m} {s:.2f}" for m, s in totals.items()))
     if ctx.progress:
         ctx.progress("video", len(p.clips), len(p.clips), "done")
     return {"outputs": ctx.publish(), "notes": ctx.notes, "clips": len(p.clips), "queries": len(queries)}
