@@ -157,3 +157,20 @@ def test_bad_input_is_refused_by_name():
         vi.IncrementalClusters(0, 0.1)
     with pytest.raises(ValueError, match="classes must be distinct digits"):
         sprites_clip("x", frames=5, classes=[3, 3])
+
+
+def test_the_stage_refuses_a_job_without_a_multi_exit_network(tmp_path):
+    import pandas as pd
+
+    from qoeflow.params import VideoParams
+    from tasks.context import StageError
+    from tasks.video import models
+
+    catalog = pd.DataFrame({"variant": ["sprites-vgg.base", "sprites-resnet.early-exit", "digits-resnet.early-exit"],
+                            "family": ["sprites", "sprites", "digits"], "source_job": ["sprites-vgg", "sprites-resnet",
+                                                                                      "digits-resnet"],
+                            "method": ["base", "early-exit", "early-exit"], "accuracy": [0.9, 0.95, 0.99]})
+    for job in ("sprites-vgg", "digits-resnet"):
+        with pytest.raises(StageError, match=rf"no multi-exit network of sprites job '{job}'.*sprites jobs with one: "
+                                             r"sprites-resnet"):
+            models(catalog, tmp_path / "catalog.csv", tmp_path, VideoParams(job=job))
