@@ -20,7 +20,7 @@ DEFAULT_PERF = {name: list(f.qoe_metrics) for name, f in FAMILIES.items()}  # th
 
 def _read_csv(path: str) -> pd.DataFrame:
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(path)  # catalog-ok: a file the user names on the command line, not an artifact
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise StageError(f"{path}: cannot read as CSV: {exc}") from None
 
@@ -67,7 +67,7 @@ def allocate_command(forecasts_path: str | None, jobs_path: str | None, curves_p
         else:
             if not (forecasts_path and jobs_path):
                 raise ValueError("give --forecasts and --jobs (or --example deepnetqoe)")
-            jobs = json.loads(Path(jobs_path).read_text())
+            jobs = json.loads(Path(jobs_path).read_text())  # catalog-ok: the user's --jobs file, not an artifact
             forecasts = _read_csv(forecasts_path)
             missing = sorted(set(forecasts["job"]) - set(jobs))
             if missing:
