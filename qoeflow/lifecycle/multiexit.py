@@ -187,30 +187,32 @@ class MultiExitNet(nn.Module):
     def _features(self, e: int, low, high):
         return self.mixers[e - 1](low, high) if self.aggregate and e > 0 else high
 
-    def forward(self, x):
-        outs = []
+    def head_inputs(self, x: torch.Tensor, exits: Sequence[int]) -> list[torch.Tensor]:
+        """What the heads of ``exits`` (sorted, distinct indices) read: the shared layers run once, up to the
+        deepest of them (with their aggregation blocks); no head runs."""
+        exits = list(exits)
+        if not exits or exits != sorted(set(exits)) or exits[0] < 0 or exits[-1] >= self.n_exits:
+            raise ValueError(f"exits must be sorted distinct indices in [0, {self.n_exits - 1}], got {exits}")
+        out = []
         low = None
         e = 0
-        for i, stage in enumerate(self.stages):
+        for i, stage in enumerate(self.stages[:self.depths[exits[-1]] + 1]):
             x = stage(x)
             if i == self.depths[e]:
                 low = self._features(e, low, x)
-                outs.append(self.heads[e](low))
+                if e in exits:
+                    out.append(low)
                 e += 1
-        return outs
+        return out
+
+    def forward(self, x):
+        return [head(f) for head, f in zip(self.heads, self.head_inputs(x, range(self.n_exits)))]
 
     def exit_logits(self, x: torch.Tensor, index: int) -> torch.Tensor:
         """Logits of exit ``index`` alone: the prefix up to it (and its aggregation blocks), no other head."""
         if not 0 <= index < self.n_exits:
             raise ValueError(f"exit index must lie in [0, {self.n_exits - 1}], got {index}")
-        low = None
-        e = 0
-        for i, stage in enumerate(self.stages[:self.depths[index] + 1]):
-            x = stage(x)
-            if i == self.depths[e]:
-                low = self._features(e, low, x)
-                e += 1
-        return self.heads[index](low)
+        return self.heads[index](self.head_inputs(x, [index])[0])
 
     def _thresholds(self, thresholds: Sequence[float]) -> list[float]:
         t = [float(v) for v in thresholds]

@@ -143,21 +143,14 @@ def exit_outputs(net: MultiExitNet, x: torch.Tensor, exits: Sequence[int], batch
     if not exits or exits[0] < 0 or exits[-1] >= net.n_exits:
         raise ValueError(f"exits must be a non-empty subset of 0..{net.n_exits - 1}, got {list(exits)}")
     net.eval()
+    heads = [_head_parts(net.heads[e]) for e in exits]
     logits: list[list[torch.Tensor]] = [[] for _ in exits]
     features = []
     for start in range(0, len(x), batch_size):
-        h, low, e = x[start:start + batch_size], None, 0
-        for i, stage in enumerate(net.stages[:net.depths[exits[-1]] + 1]):
-            h = stage(h)
-            if i == net.depths[e]:
-                low = net._features(e, low, h)
-                if e in exits:
-                    body, linear = _head_parts(net.heads[e])
-                    feature = body(low)
-                    logits[exits.index(e)].append(linear(feature))
-                    if e == exits[-1]:
-                        features.append(nn.functional.normalize(feature.flatten(1), dim=1))
-                e += 1
+        for j, (inputs, (body, linear)) in enumerate(zip(net.head_inputs(x[start:start + batch_size], exits), heads)):
+            feature = body(inputs)
+            logits[j].append(linear(feature))
+        features.append(nn.functional.normalize(feature.flatten(1), dim=1))  # the deepest exit's, last in the loop
     if not features:
         return [torch.empty(0, 0) for _ in exits], torch.empty(0, 0)
     return [torch.cat(parts) for parts in logits], torch.cat(features)

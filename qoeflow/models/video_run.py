@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from qoeflow.lifecycle import finetune
 from qoeflow.lifecycle import video_index as vi
 from qoeflow.lifecycle.multiexit import MultiExitNet, calibrate_thresholds
 from qoeflow.models.macs import count_macs
@@ -37,13 +38,9 @@ class Ensemble(nn.Module):
         return probs.clamp_min(1e-12).log()
 
 
-@torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor) -> np.ndarray:
     """Top-1 class of each row of ``x``: (N,) int64."""
-    model.eval()
-    if len(x) == 0:
-        return np.empty(0, np.int64)
-    return torch.cat([model(x[i:i + BATCH]).argmax(1) for i in range(0, len(x), BATCH)]).numpy()
+    return finetune.logits(model, x, BATCH).argmax(1).numpy() if len(x) else np.empty(0, np.int64)
 
 
 def exit_set_macs(net: MultiExitNet, shape: tuple[int, ...]) -> dict[tuple[int, ...], int]:
