@@ -31,7 +31,7 @@ bench: setup
 	$(BIN)/python benchmarks/caching.py
 	$(BIN)/python benchmarks/bandit.py
 	$(BIN)/python benchmarks/qos.py
-	$(BIN)/python benchmarks/video.py
+	$(BIN)/python benchmarks/video.py --project benchmarks/work/lifecycle
 
 clean:
 	rm -rf .qoeflow data/smoke

@@ -15,7 +15,8 @@ brute force, Focus and the multi-exit version) over a lifecycle run's model cata
 
     python benchmarks/video.py [--project DIR] [--scales 1 2 4] [--radii 0.05 0.1 0.15 0.2 0.3]
 
-DIR holds a lifecycle run's `data/` (default: this checkout). Writes benchmarks/results/video.{md,json,png}.
+DIR holds a lifecycle run's `data/` (default: this checkout; `make bench` passes the project
+`benchmarks/orchestration.py --lifecycle` has just run). Writes benchmarks/results/video.{md,json,png}.
 """
 
 from __future__ import annotations
@@ -31,34 +32,26 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qoeflow.models.latency import torch_threads  # noqa: E402
 from qoeflow.models.video_run import summarise  # noqa: E402
 from qoeflow.params import read_params_file, validate_params  # noqa: E402
 from tasks.catalog import kind_of  # noqa: E402
 from tasks.training_loop import job_split  # noqa: E402
-from tasks.video import FAMILY, index_clip, make_clip, models, workload  # noqa: E402
+from tasks.video import FAMILY, index_and_query, models  # noqa: E402
 from tasks.video_db import create  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def run_clips(clips: dict, p, params, net, gt, validation, log=print) -> tuple[pd.DataFrame, pd.DataFrame]:
+def run_clips(clips: list, p, params, net, gt, validation) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The stage's ingest and workload over `clips` (params ClipParams), in a throwaway index."""
-    ingest, queries = [], []
     with tempfile.TemporaryDirectory() as tmp:
         conn = create(Path(tmp) / "index.duckdb", {"ground_truth_variants": "[]", "crop": 32})
         try:
-            with torch_threads(p.threads):
-                for spec in clips:
-                    name = spec.name
-                    clip = make_clip(spec, p, params.train.data.sprites.seed)
-                    found = index_clip(conn, name, clip, net, gt, p, lambda m: None, validation)
-                    ingest.append(found["ingest"])
-                    queries += workload(conn, name, clip, found, net, gt)
-                    log(f"  {name}: {len(found['x'])} objects")
+            return index_and_query(conn, p.model_copy(update={"clips": clips}), params.train.data.sprites.seed, net,
+                                   gt, validation, lambda message: None,
+                                   lambda _, i, n, what: print(f"  {what}", flush=True))
         finally:
             conn.close()
-    return pd.concat(ingest, ignore_index=True), pd.DataFrame(queries)
 
 
 def goals(table: pd.DataFrame) -> pd.DataFrame:

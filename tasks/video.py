@@ -196,9 +196,28 @@ def workload(conn, name: str, clip, found: dict, net, gt) -> list[dict]:
     return rows
 
 
+def index_and_query(conn, p, glyph_seed: int, net, gt, validation, log, progress=None
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every clip of params `p` (`video`) generated, indexed into the open index and queried: ingest.csv's and
+    queries.csv's tables."""
+    from qoeflow.models.latency import torch_threads
+
+    ingest, queries = [], []
+    with torch_threads(p.threads):
+        for i, spec in enumerate(p.clips):
+            if progress:
+                progress("video", i, len(p.clips), f"{spec.name}: generating and indexing")
+            clip = make_clip(spec, p, glyph_seed)
+            found = index_clip(conn, spec.name, clip, net, gt, p, log, validation)
+            ingest.append(found["ingest"])
+            if progress:
+                progress("video", i, len(p.clips), f"{spec.name}: {len(found['x'])} objects, querying")
+            queries += workload(conn, spec.name, clip, found, net, gt)
+    return pd.concat(ingest, ignore_index=True), pd.DataFrame(queries)
+
+
 def run(ctx: StageContext) -> dict:
     """Index every clip, run the query workload, write the index, the tables and the figure."""
-    from qoeflow.models.latency import torch_threads
     from qoeflow.models.video_run import summarise
     from qoeflow.plots import video_figure
     from tasks.training_loop import job_split
@@ -212,22 +231,11 @@ def run(ctx: StageContext) -> dict:
     staged.unlink(missing_ok=True)
     conn = create(staged, {"multi_exit_job": job, "multi_exit_variant": f"{job}.early-exit",
                            "ground_truth_variants": json.dumps(gt_variants), "crop": CROP})
-    ingest_table, query_rows = [], []
     try:
-        with torch_threads(p.threads):
-            for i, spec in enumerate(p.clips):
-                name = spec.name
-                if ctx.progress:
-                    ctx.progress("video", i, len(p.clips), f"{name}: generating and indexing")
-                clip = make_clip(spec, p, ctx.params.train.data.sprites.seed)
-                found = index_clip(conn, name, clip, net, gt, p, ctx.log, validation)
-                ingest_table.append(found["ingest"])
-                if ctx.progress:
-                    ctx.progress("video", i, len(p.clips), f"{name}: {len(found['x'])} objects, querying")
-                query_rows += workload(conn, name, clip, found, net, gt)
+        ingest, queries = index_and_query(conn, p, ctx.params.train.data.sprites.seed, net, gt, validation, ctx.log,
+                                          ctx.progress)
     finally:
         conn.close()
-    ingest, queries = pd.concat(ingest_table, ignore_index=True), pd.DataFrame(query_rows)
     ctx.save("video_index", staged)
     ctx.save("video_ingest", ingest)
     ctx.save("video_queries", queries)
