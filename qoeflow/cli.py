@@ -277,7 +277,8 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     from tasks.standalone import forecast_command
 
     try:
-        print(forecast_command(args.curves, args.metric, args.to, args.until, args.method, args.backtest, args.output))
+        print(forecast_command(args.curves, args.metric, args.to, args.until, args.method, args.backtest, args.output,
+                               level=args.level))
     except StageError as exc:
         return _fail(str(exc))
     return 0
@@ -576,6 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     fc.add_argument("--backtest", type=float, default=None, metavar="FRAC",
                     help="observe the first FRAC of each curve, predict the rest, score against `last`")
     fc.add_argument("--method", default="auto", choices=["last", "parametric", "lstm", "combo", "auto"])
+    fc.add_argument("--level", type=float, default=0.8, help="share of future values the band claims to hold (0.8)")
     fc.add_argument("-o", "--output", default=None)
     fc.set_defaults(func=cmd_forecast)
 

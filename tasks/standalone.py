@@ -10,7 +10,8 @@ import pandas as pd
 
 from qoeflow.families import FAMILIES
 from qoeflow.lifecycle.allocation import METHODS, base_cost
-from qoeflow.lifecycle.forecasting import backtest_table, forecast_table, summarise_scores
+from qoeflow.lifecycle.curves import DEFAULT_LEVEL, MIN_POINTS
+from qoeflow.lifecycle.forecasting import band_coverage, backtest_table, forecast_table, summarise_scores
 from qoeflow.lifecycle.planning import allocation_document, parse_weights, qoe_models, qoe_tables
 from tasks.allocate import outlooks
 from tasks.context import StageError
@@ -26,25 +27,30 @@ def _read_csv(path: str) -> pd.DataFrame:
 
 
 def forecast_command(curves_path: str, metric: str, to: int | None, until: int | None, method: str,
-                     backtest: float | None, out: str | None) -> str:
-    """Forecast (or backtest) one metric of every job in a `job,epoch,<metric>` CSV; returns a report."""
+                     backtest: float | None, out: str | None, level: float = DEFAULT_LEVEL) -> str:
+    """Forecast (or backtest) one metric of every job in a `job,epoch,<metric>` CSV, with bands claiming
+    `level`; returns a report (with the band coverage when backtesting)."""
     curves = _read_csv(curves_path)
     try:
+        if not 0.0 < level < 1.0:
+            raise ValueError(f"--level must be in (0, 1), got {level}")
         if backtest is not None:
             methods = [method] if method == "last" else ["last", method]
-            rows, scores = backtest_table(curves, metric, backtest, methods)
+            rows, scores = backtest_table(curves, metric, backtest, methods, level=level)
             if rows.empty:
-                raise ValueError(f"no job has enough epochs to observe {backtest:.0%} (≥ 3 points) and predict the rest")
+                raise ValueError(f"no job has enough epochs to observe {backtest:.0%} (≥ {MIN_POINTS} points) and predict the rest")
             table = rows.drop(columns=["metric", "method"])[rows["method"] == method]
             summary = summarise_scores(scores)
-            text = "\n".join(f"{r.method:>10}: MAE at each job's last epoch {r.mae_last_epoch:.5g} ({r.vs_last:.2f} × last)"
+            cover = band_coverage(rows).set_index("method")["coverage"]
+            text = "\n".join(f"{r.method:>10}: MAE at each job's last epoch {r.mae_last_epoch:.5g} ({r.vs_last:.2f} × last); "
+                             f"{cover.get(r.method, float('nan')):.0%} of held-back points inside the {level:.0%} band"
                              for r in summary.itertuples())
         else:
             if to is None:
                 raise ValueError("--to EPOCH is required (or use --backtest FRAC)")
-            table = forecast_table(curves, metric, to, until=until, method=method).drop(columns=["metric"])
-            text = f"{len(table)} predictions for {table['job'].nunique()} job(s), epochs up to {to}"
-    except ValueError as exc:
+            table = forecast_table(curves, metric, to, until=until, method=method, level=level).drop(columns=["metric"])
+            text = f"{len(table)} predictions for {table['job'].nunique()} job(s), epochs up to {to}, {level:.0%} bands"
+    except (ValueError, TypeError) as exc:  # bad curves (too short, NaN, repeated epochs) name their job
         raise StageError(f"{curves_path}: {exc}") from None
     if out:
         table.to_csv(out, index=False)

@@ -30,10 +30,12 @@ def test_rising_metric_is_extrapolated_upwards():
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_every_method_handles_a_three_point_prefix(method):
-    f = forecast([1, 2, 3], [1.0, 0.7, 0.6], np.arange(4, 10), method)
+@pytest.mark.parametrize("points", [2, 3])
+def test_every_method_handles_a_two_or_three_point_prefix(method, points):
+    f = forecast([1, 2, 3][:points], [1.0, 0.7, 0.6][:points], np.arange(4, 10), method)
     assert f.predicted.shape == f.lower.shape == f.upper.shape == (6,)
     assert np.all(np.isfinite(f.predicted)) and np.all(f.lower <= f.predicted) and np.all(f.predicted <= f.upper)
+    assert f.info["level"] == 0.8 and np.all(f.upper - f.lower > 0)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -60,7 +62,7 @@ def test_auto_beats_last_on_a_clean_decaying_curve():
 def test_lstm_is_deterministic_from_its_seed():
     e = np.arange(1, 31)
     v = pow3(e) + np.random.default_rng(4).normal(0, 0.01, len(e))
-    a, b = (forecast(e, v, np.arange(31, 41), "lstm", seed=7) for _ in range(2))
+    a, b = (forecast(e, v, np.arange(31, 41), "lstm", seed=7, origins=1) for _ in range(2))
     assert np.array_equal(a.predicted, b.predicted) and np.array_equal(a.upper, b.upper)
 
 
@@ -73,8 +75,8 @@ def test_backtest_predicts_the_held_out_points():
 
 
 def test_bad_inputs_are_refused():
-    with pytest.raises(ValueError, match="at least 3 .* got 2"):
-        forecast([1, 2], [1.0, 0.5], [3])
+    with pytest.raises(ValueError, match="at least 2 .* got 1"):
+        forecast([1], [1.0], [3])
     with pytest.raises(ValueError, match="NaN"):
         forecast([1, 2, 3], [1.0, np.nan, 0.5], [4])
     with pytest.raises(ValueError, match="NaN"):

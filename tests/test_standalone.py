@@ -48,7 +48,7 @@ def test_backtest_reports_mae_against_last(own_curves, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--metric", "acc", "--to", "30"], "column(s) ['acc'] absent"),
-    (["--metric", "loss", "--until", "2", "--to", "30"], "2 observed point(s) of 'loss'; at least 3 needed"),
+    (["--metric", "loss", "--until", "1", "--to", "30"], "1 observed point(s) of 'loss'; at least 2 needed"),
 ])
 def test_forecast_refuses_bad_input(own_curves, tmp_path, args, message):
     result = qoeflow("forecast", str(own_curves), *args, cwd=tmp_path)

@@ -2,35 +2,55 @@
 
 Every method works in a normalised frame: the curve is flipped so that it falls (``direction``
 "up" metrics such as accuracy are negated), scaled to [0, 1] over the observed prefix, and epochs
-are divided by the last observed epoch. Methods:
+are divided by the last observed epoch. From 2 observed points on (``MIN_POINTS``). Methods:
 
-- ``last``: the mean of the last few observed values; band from the point-to-point noise.
+- ``last``: the mean of the last few observed values; band from the point-to-point noise plus the
+  recent slope times the log of the extrapolation distance.
 - ``parametric``: an ensemble of saturating learning-curve families (pow3, pow4, exp3, Weibull/
   Janoschek, MMF, ilog2) fitted by robust least squares; members are weighted by how well they
   predict the held-back trailing quarter of the prefix, then refitted on the whole prefix. Band:
-  member spread plus residual noise, widening with the extrapolation distance.
+  member spread plus residual noise, widening with the extrapolation distance. With 2 points no
+  family fits: a log-linear line through them, floored one observed range below the best value.
 - ``lstm``: DeepNetQoE §III-B, a two-layer LSTM with ReLU and dropout trained on sliding windows
   of the prefix (predicting the next value as a residual over the last one), rolled out step by
   step to the horizon with dropout on (Monte-Carlo dropout): the prediction is the mean of the
   rollouts, the band their 5-95 % range plus the training residual noise.
 - ``combo``: the mean of ``parametric`` and ``last`` (a damped extrapolation that halves the
   predicted further improvement); it hedges against over-confident fits of noisy prefixes.
-- ``auto``: backtests the candidates on the prefix itself (observe its first part, score the
-  mean absolute error on the rest, with the same horizon/observed ratio as the real request)
-  and uses the best one; ``Forecast.info["backtest_mae"]`` holds the scores.
+- ``auto``: a rolling-origin backtest on the prefix: cut it at ``origins`` points (the earliest
+  leaving a tail as long, relative to what it observes, as the request), forecast each cut's later
+  points no further away than the request is, and average each candidate's absolute error over the
+  cuts. ``parametric`` (the best single method on benchmarks/results/forecasting.md) is kept unless
+  another candidate halves its error (``AUTO_MARGIN``: single prefixes are noisy); with fewer than
+  ``AUTO_MIN_POINTS`` points auto is ``parametric``. ``lstm`` is not a candidate: it never won and
+  costs several parametric fits. ``Forecast.info["backtest_mae"]`` holds the scores.
+
+Bands claim a level (``level``, 80 % by default, in ``Forecast.info["level"]``). Each method's raw
+half-width is calibrated conformal-style on the same rolling-origin backtest: the `level` quantile
+of the held-back residuals in units of the half-width, shrunk towards a per-method prior
+(``BAND_PRIOR``) by the number of cuts; with 2 points (no cut) the prior alone, so bands are wide.
+Predictions and bands are clipped to ``bounds`` (the metric's range), inside the backtest too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 from scipy.optimize import least_squares
 
 METHODS = ("last", "parametric", "lstm", "combo", "auto")
-AUTO_CANDIDATES = ("last", "parametric", "combo", "lstm")
-MIN_POINTS = 3
+AUTO_CANDIDATES = ("last", "parametric", "combo")  # lstm never won on benchmarks/results/forecasting.md
+AUTO_DEFAULT = "parametric"  # auto's pick without a backtest, and unless another is clearly better
+AUTO_MARGIN = 0.5  # another candidate must halve the default's backtest error to be picked
+AUTO_MIN_POINTS = 5  # fewer observed points: too few cuts to choose by, auto takes the default
+MIN_POINTS = 2
+DEFAULT_LEVEL = 0.8  # the share of future values the band claims to hold
+DEFAULT_ORIGINS = 4  # cut points of the rolling-origin backtest on the prefix
+HALF_FLOOR = 1e-3  # smallest half-width (normalised units) when scaling residuals
+PRIOR_WEIGHT = 1.0  # the band prior counts as this many cuts
+BAND_PRIOR = {"last": 1.0, "parametric": 1.0, "combo": 0.8, "lstm": 1.0}  # factor on each half-width at 80 %
 
 
 @dataclass(frozen=True)
@@ -129,7 +149,7 @@ def _fit(name: str, t: np.ndarray, z: np.ndarray, fscale: float) -> np.ndarray |
     for x0 in starts(float(t[0]), float(z[0])):
         x0 = np.clip(np.asarray(x0, float), lb + 1e-9 * (ub - lb), ub - 1e-9 * (ub - lb))
         try:
-            r = least_squares(resid, x0, bounds=(lb, ub), loss="soft_l1", f_scale=fscale, max_nfev=300)
+            r = least_squares(resid, x0, bounds=(lb, ub), loss="soft_l1", f_scale=fscale, max_nfev=120)
         except (ValueError, FloatingPointError, np.linalg.LinAlgError):
             continue
         if np.isfinite(r.cost) and (best is None or r.cost < best.cost):
@@ -160,7 +180,10 @@ def _parametric(t: np.ndarray, z: np.ndarray, th: np.ndarray) -> tuple[np.ndarra
     fscale = max(sigma, 1e-3)
     full = {k: p for k, p in _fit_all(t, z, fscale).items() if _sane(_eval(k, p, np.concatenate([t, th])))}
     if not full:
-        return None
+        if n < 2:
+            return None
+        pred = _loglin(t, z, th)
+        return pred, np.abs(pred - z[-1]) + 2.0 * sigma, {"weights": {"loglin": 1.0}}
     ratio = max(float(th.max()) - 1.0, 0.0) if len(th) else 0.25
     h = max(1, int(round(n * float(np.clip(ratio / (1.0 + ratio), 0.2, 0.5)))))
     score = {k: 1.0 for k in full}
@@ -181,6 +204,8 @@ def _parametric(t: np.ndarray, z: np.ndarray, th: np.ndarray) -> tuple[np.ndarra
     spread = np.sqrt(np.sum(ww * (preds - pred) ** 2, axis=0))
     res = _robust_std(z - fit)
     half = 2.0 * np.sqrt(spread**2 + res**2 * (1.0 + np.maximum(th - 1.0, 0.0)))
+    if n <= 4:  # (nearly) exact fits carry no residual: at least half the predicted change is uncertain
+        half = np.maximum(half, 0.5 * np.abs(pred - z[-1]))
     return pred, half, {"weights": w}
 
 
@@ -189,11 +214,23 @@ def _robust_std(r: np.ndarray) -> float:
 
 
 def _last(t: np.ndarray, z: np.ndarray, th: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of the last few points; the band grows with the recent trend and the distance."""
+    """Mean of the last few points; the band grows with the recent slope times the log-distance.
+
+    (a power-law curve falling at slope s at t=1 falls at most s·log(t) further by t)."""
     k, m = max(1, min(5, len(z) // 5)), max(3, len(z) // 5)
     sigma = max(_noise(z[-20:]), float(np.std(z[-k:])))
     slope = abs(float(np.polyfit(t[-m:], z[-m:], 1)[0]))
-    return np.full(len(th), float(np.mean(z[-k:]))), 2.0 * sigma + slope * np.maximum(th - t[-1], 0.0)
+    if len(z) == 2:  # the secant of a convex curve is about twice its slope at the end
+        slope *= 0.5
+    dist = np.log(np.maximum(th, t[-1]) / t[-1])
+    return np.full(len(th), float(np.mean(z[-k:]))), 2.0 * sigma + slope * t[-1] * dist
+
+
+def _loglin(t: np.ndarray, z: np.ndarray, th: np.ndarray) -> np.ndarray:
+    """Two-parameter fallback z = a - b·log t (the flat limit of a power law), floored at the
+    families' lowest asymptote (-1: one observed range below the best value)."""
+    b, a = np.polyfit(np.log(t), z, 1)
+    return np.maximum(a + b * np.log(th), -1.0)
 
 
 # ----------------------------------------------------------------------------------------- LSTM
@@ -284,67 +321,173 @@ def _check(epochs: np.ndarray, values: np.ndarray, horizon: np.ndarray) -> tuple
     return e, v, h
 
 
-def forecast(epochs: np.ndarray, values: np.ndarray, horizon: np.ndarray, method: str = "auto",
-             direction: str | None = None, seed: int = 0, candidates: tuple[str, ...] = AUTO_CANDIDATES) -> Forecast:
-    """Predict `values` at the `horizon` epochs from the observed (`epochs`, `values`) prefix."""
+def _raw(methods: set[str], t: np.ndarray, z: np.ndarray, th: np.ndarray, seed: int) -> dict[str, tuple]:
+    """Uncalibrated (prediction, half-width, method used, info) in the normalised frame, per method;
+    ``parametric`` is fitted once and shared with ``combo``."""
+    out: dict[str, tuple] = {}
+    zl, hl = _last(t, z, th)
+    par = _parametric(t, z, th) if methods & {"parametric", "combo"} else None
+    for m in methods:
+        if m == "last":
+            out[m] = (zl, hl, "last", {})
+        elif m == "lstm":
+            zp, half = _lstm(t, z, th, seed)
+            out[m] = (zp, half, "lstm", {})
+        elif par is None:  # parametric/combo without any fit: fall back to last
+            out[m] = (zl, hl, "last", {})
+        elif m == "parametric":
+            out[m] = (par[0], par[1], "parametric", par[2])
+        else:  # combo
+            zp = 0.5 * (par[0] + zl)
+            out[m] = (zp, 0.5 * (par[1] + hl) + np.abs(par[0] - zl) / 2, "combo", par[2])
+    return out
+
+
+def _origins(e: np.ndarray, h: np.ndarray, count: int) -> list[int]:
+    """Cut points k (observe the first k points) for the rolling-origin backtest on the prefix.
+
+    The earliest cut leaves a tail as long, relative to what it observes, as the request
+    (between a quarter and 60 % of the points); the others are spread up to the last point."""
+    n = len(e)
+    if n < MIN_POINTS + 1 or count < 1:
+        return []
+    span = e[-1] - e[0]
+    ratio = max(float(h.max()) - e[-1], 0.0) / span if len(h) and span > 0 else 0.5
+    first = int(round(n * float(np.clip(1.0 / (1.0 + ratio), 0.4, 0.75))))
+    first = min(max(first, MIN_POINTS), n - 1)
+    return sorted({int(k) for k in np.round(np.linspace(first, n - 1, count))})
+
+
+def _rolling(e: np.ndarray, v: np.ndarray, h: np.ndarray, direction: str, methods: set[str], seed: int,
+             count: int, bounds: tuple[float, float]) -> tuple[list[int], dict[str, list[float]], dict[str, list[np.ndarray]]]:
+    """Backtest `methods` from each cut point of the prefix: per method, the mean absolute error
+    over each cut's targets (raw units) and the residuals in units of the method's half-width.
+
+    A cut's targets are the later points no further from it, relative to the points it observes,
+    than the request is from the prefix (at least one point)."""
+    cuts = _origins(e, h, count)
+    errors: dict[str, list[float]] = {m: [] for m in methods}
+    ratios: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+    span = e[-1] - e[0]
+    ratio = max(float(h.max()) - e[-1], 0.0) / span if len(h) and span > 0 else np.inf
+    for k in cuts:
+        reach = e[k - 1] + max(ratio, 1e-9) * (e[k - 1] - e[0])
+        idx = np.arange(k, len(e))
+        idx = idx[(e[idx] <= reach + 1e-9) | (idx == k)]
+        fr = _frame(e[:k], v[:k], direction)
+        raw = _raw(methods, fr.t(e[:k]), fr.z(v[:k]), fr.t(e[idx]), seed)
+        for m, (zp, half, *_rest) in raw.items():
+            pred = np.clip(fr.y(np.nan_to_num(zp, nan=float(fr.z(v[k - 1])))), *bounds)
+            errors[m].append(float(np.mean(np.abs(pred - v[idx]))))
+            ratios[m].append(np.abs(v[idx] - pred) / (fr.rng * np.maximum(np.nan_to_num(np.abs(half), nan=0.0), HALF_FLOOR)))
+    return cuts, errors, ratios
+
+
+def _band_scale(method: str, ratios: list[np.ndarray], level: float) -> float:
+    """Conformal-style factor on a method's half-width: the `level` quantile of the prefix
+    backtest's scaled residuals, shrunk (in log space) towards the method's prior by the number of cuts."""
+    prior = BAND_PRIOR.get(method, 1.0) * _level_factor(level)
+    if not ratios:
+        return prior
+    r = np.concatenate(ratios)
+    q = float(np.quantile(r, min(1.0, level * (len(r) + 1) / len(r)))) if len(r) else prior
+    q = float(np.clip(q, 0.5 * prior, 20.0 * prior))  # cuts see short horizons only: never below half the prior
+    m = len(ratios)
+    return float(np.exp((m * np.log(max(q, 1e-6)) + PRIOR_WEIGHT * np.log(prior)) / (m + PRIOR_WEIGHT)))
+
+
+def _level_factor(level: float) -> float:
+    """Half-widths are built as about 80 % intervals; other levels scale by the normal quantile ratio."""
+    from scipy.stats import norm
+
+    return float(norm.ppf(0.5 + level / 2) / norm.ppf(0.9))
+
+
+def _choose(errors: dict[str, list[float]], default: str) -> tuple[str, dict[str, float]]:
+    """Lowest mean error over the cuts; the default wins unless another candidate's error is
+    below (1 - AUTO_MARGIN) of the default's (single cuts are noisy, the default is the best bet)."""
+    score = {m: float(np.mean(errs)) for m, errs in errors.items()}
+    best = min(score, key=score.get)
+    if default in score and score[best] > (1.0 - AUTO_MARGIN) * score[default]:
+        best = default
+    return best, score
+
+
+def forecast_many(epochs: np.ndarray, values: np.ndarray, horizon: np.ndarray, methods: Iterable[str],
+                  direction: str | None = None, seed: int = 0, candidates: tuple[str, ...] = AUTO_CANDIDATES,
+                  level: float = DEFAULT_LEVEL, origins: int = DEFAULT_ORIGINS, calibrate: bool = True,
+                  bounds: tuple[float, float] | None = None) -> dict[str, Forecast]:
+    """`forecast` for several methods at once, sharing the fits and the rolling-origin backtest."""
     e, v, h = _check(epochs, values, horizon)
-    if method not in METHODS:
-        raise ValueError(f"unknown forecasting method {method!r} (allowed: {', '.join(METHODS)})")
+    methods = list(dict.fromkeys(methods))
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"unknown forecasting method {bad[0]!r} (allowed: {', '.join(METHODS)})")
     if direction not in (None, "up", "down"):
         raise ValueError(f"direction must be 'up', 'down' or None, got {direction!r}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"band level must be in (0, 1), got {level}")
+    if "auto" in methods:
+        bad = [c for c in candidates if c == "auto" or c not in METHODS]
+        if bad or not candidates:
+            raise ValueError(f"bad auto candidate {bad[0] if bad else None!r} (allowed: {', '.join(METHODS[:-1])})")
     direction = direction or infer_direction(v)
-    info: dict = {"direction": direction}
-    if method == "auto":
-        method, info["backtest_mae"] = _pick(e, v, h, direction, seed, candidates)
+    bounds = (-np.inf, np.inf) if bounds is None else (float(bounds[0]), float(bounds[1]))
+    fixed = {m for m in methods if m != "auto"}
+    tested = (fixed if calibrate else set()) | (set(candidates) if "auto" in methods else set())
+    cuts, errors, ratios = _rolling(e, v, h, direction, tested, seed, origins, bounds) if tested else ([], {}, {})
+    chosen = None
+    if "auto" in methods:
+        if cuts and len(v) >= AUTO_MIN_POINTS:
+            chosen, scores = _choose({c: errors[c] for c in candidates}, AUTO_DEFAULT if AUTO_DEFAULT in candidates else candidates[0])
+        else:  # too short to backtest: the default
+            chosen, scores = (AUTO_DEFAULT if AUTO_DEFAULT in candidates else candidates[0]), {}
     fr = _frame(e, v, direction)
     t, z, th = fr.t(e), fr.z(v), fr.t(h)
-    used = method
-    if method == "lstm":
-        zp, half = _lstm(t, z, th, seed)
-    elif method in ("parametric", "combo"):
-        got = _parametric(t, z, th)
-        if got is None:
-            used, (zp, half) = "last", _last(t, z, th)
-        else:
-            zp, half, extra = got
-            info.update(extra)
-            if method == "combo":
-                zl, hl = _last(t, z, th)
-                zp, half = 0.5 * (zp + zl), np.maximum(half, np.abs(zp - zl) / 2 + hl)
-    else:
-        zp, half = _last(t, z, th)
-    zp = np.nan_to_num(zp, nan=float(z[-1]))
-    half = np.abs(np.nan_to_num(half, nan=0.0, posinf=1e3))
-    a, b = fr.y(zp - half), fr.y(zp + half)
-    pred = fr.y(zp)
-    return Forecast(h, pred, np.minimum(np.minimum(a, b), pred), np.maximum(np.maximum(a, b), pred), used, info)
+    raw = _raw(fixed | ({chosen} if chosen else set()), t, z, th, seed)
+    out = {}
+    for m in methods:
+        base = chosen if m == "auto" else m
+        zp, half, used, extra = raw[base]
+        scale = _band_scale(base, ratios.get(base, []) if calibrate else [], level)
+        info: dict = {"direction": direction, "level": level, "band_scale": scale, "cuts": cuts, **extra}
+        if m == "auto":
+            info["backtest_mae"] = {c: float(np.mean(errors[c])) for c in candidates} if cuts else {}
+            info["backtest_score"] = scores
+        elif cuts and calibrate:
+            info["backtest_mae"] = {m: float(np.mean(errors[m]))}
+        zp = np.nan_to_num(zp, nan=float(z[-1]))
+        half = scale * np.abs(np.nan_to_num(half, nan=0.0, posinf=1e3))
+        a, b, pred = (np.clip(fr.y(x), *bounds) for x in (zp - half, zp + half, zp))
+        out[m] = Forecast(h, pred, np.minimum(np.minimum(a, b), pred), np.maximum(np.maximum(a, b), pred), used, info)
+    return out
 
 
-def _pick(e: np.ndarray, v: np.ndarray, h: np.ndarray, direction: str, seed: int,
-          candidates: tuple[str, ...]) -> tuple[str, dict[str, float]]:
-    """Backtest each candidate inside the prefix; the lowest mean absolute error wins."""
-    n = len(v)
-    span = e[-1] - e[0]
-    ratio = (h.max() - e[-1]) / span if len(h) and span > 0 else 0.5
-    frac = float(np.clip(1.0 / (1.0 + max(ratio, 0.0)), 0.4, 0.8))
-    k = int(round(frac * n))
-    if k < MIN_POINTS or n - k < 1:
-        return "last", {}
-    scores = {}
-    for c in candidates:
-        if c in ("auto",) or c not in METHODS:
-            raise ValueError(f"bad auto candidate {c!r} (allowed: {', '.join(METHODS[:-1])})")
-        f = forecast(e[:k], v[:k], e[k:], c, direction, seed)
-        scores[c] = float(np.mean(np.abs(f.predicted - v[k:])))
-    return min(scores, key=scores.get), scores
+def forecast(epochs: np.ndarray, values: np.ndarray, horizon: np.ndarray, method: str = "auto",
+             direction: str | None = None, seed: int = 0, candidates: tuple[str, ...] = AUTO_CANDIDATES,
+             level: float = DEFAULT_LEVEL, origins: int = DEFAULT_ORIGINS, calibrate: bool = True,
+             bounds: tuple[float, float] | None = None) -> Forecast:
+    """Predict `values` at the `horizon` epochs from the observed (`epochs`, `values`) prefix, with a
+    band meant to hold a share `level` of the values (``info["level"]``); predictions and bands are
+    clipped to `bounds` (the metric's range), also inside auto's backtest."""
+    if method not in METHODS:
+        raise ValueError(f"unknown forecasting method {method!r} (allowed: {', '.join(METHODS)})")
+    return forecast_many(epochs, values, horizon, [method], direction, seed, candidates, level, origins, calibrate,
+                         bounds)[method]
 
 
 def backtest(epochs: np.ndarray, values: np.ndarray, frac: float, method: str = "auto", **kwargs) -> Forecast:
-    """Observe the first `frac` of the points and forecast the rest."""
+    """Observe the first `frac` of the points (at least MIN_POINTS) and forecast the rest."""
+    return backtest_many(epochs, values, frac, [method], **kwargs)[method]
+
+
+def backtest_many(epochs: np.ndarray, values: np.ndarray, frac: float, methods: Iterable[str],
+                  **kwargs) -> dict[str, Forecast]:
+    """`backtest` for several methods at once (see `forecast_many`)."""
     e, v, _ = _check(epochs, values, np.zeros(0))
     if not 0.0 < frac < 1.0:
         raise ValueError(f"frac must be in (0, 1), got {frac}")
-    k = int(round(frac * len(v)))
+    k = max(MIN_POINTS, int(round(frac * len(v))))
     if k >= len(v):
         raise ValueError(f"frac {frac} of {len(v)} points leaves nothing to predict")
-    return forecast(e[:k], v[:k], e[k:], method, **kwargs)
+    return forecast_many(e[:k], v[:k], e[k:], methods, **kwargs)
