@@ -1,10 +1,14 @@
-"""Stage `asha`: what an engineer would use instead of the planner, Ray Tune's ASHA scheduler.
+"""Stage `asha`: what an engineer would use instead of the planner, Ray Tune's schedulers (the peers of
+`asha.peers`: ASHA, and synchronous HyperBand).
 
 The same jobs run as Tune trials from scratch (the same training code), `max_t` each job's max
-epochs, one trial at a time and the planner's total budget in seconds as Tune's time budget. Each
-epoch reports the job's E_all under the planner's recorded QoE model; ASHA stops trials whose E_all
-lags. The epochs each job received are scored with the same QoE model and compared with the planner's
-realised E_sum. This stage's code lives in flows/ because it *is* Ray (Tune); it does no orchestration.
+epochs, one trial at a time and the planner's total budget in training seconds as the peer's budget.
+Each epoch reports the job's E_all under the planner's recorded QoE model; the scheduler stops (or,
+HyperBand, pauses) trials whose E_all lags. A paused trial resumes from its own checkpoint of the
+training loop, so no epoch is trained twice. The epochs each job received are scored with the same QoE
+model and compared with the planner's realised E_sum. BOHB is not among the peers: it searches a
+configuration space, and these trials are fixed jobs. This stage's code lives in flows/ because it *is*
+Ray (Tune); it does no orchestration.
 """
 
 from __future__ import annotations
@@ -29,11 +33,9 @@ def _trainable(trial: dict) -> None:
     job = Job.model_validate(config["job"])
     settings = TrainParams.model_validate(config["train"])
     folder = Path(config["storage"]) / "checkpoints"
-    seconds = 0.0
 
     def report(record, trainer) -> None:
-        nonlocal seconds
-        seconds += record.epoch_seconds
+        seconds = sum(r.epoch_seconds for r in trainer.history)  # a resumed trial counts its earlier epochs
         metrics = {m: record.metrics[m] for m in config["perf_metrics"]}
         qoe = score_job(config["qoe_model"], job.task, metrics, seconds, config["t_load"], config["t_test"])
         tune.report({"qoe": qoe, "epoch": record.epoch, "train_seconds": seconds, **metrics})
@@ -57,11 +59,42 @@ class _TrainingBudget(Stopper):
         return sum(self.spent.values()) >= self.budget
 
 
-def run(ctx: StageContext) -> dict:
-    """Run the jobs under ASHA within the planner's budget and score what they received."""
-    import ray
+def _schedulers():
+    """Peer name -> its Tune scheduler given the largest max epochs (`asha.peers` chooses among them)."""
+    from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler
+
+    return {"asha": lambda max_t: ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=1, reduction_factor=2),
+            "hyperband": lambda max_t: HyperBandScheduler(time_attr="epoch", max_t=max_t, reduction_factor=2)}
+
+
+def _run_peer(name: str, configs: list[dict], budget: float, max_t: int, storage: Path) -> dict:
+    """One peer's trials within the budget; per job the epochs it reached, its E_all and training seconds."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+
+    start = time.perf_counter()
+    tuner = tune.Tuner(
+        tune.with_resources(_trainable, {"cpu": 1}),
+        param_space={"job_config": tune.grid_search([{**c, "storage": str(storage)} for c in configs])},
+        tune_config=tune.TuneConfig(metric="qoe", mode="max", scheduler=_schedulers()[name](max_t),
+                                    max_concurrent_trials=1,
+                                    trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
+        run_config=tune.RunConfig(storage_path=str(storage), name=name, verbose=0, stop=_TrainingBudget(budget)),
+    )
+    results = tuner.fit()
+    per_job = {c["job"]["name"]: {"epochs": 0, "qoe": 0.0, "train_seconds": 0.0} for c in configs}
+    for result in results:
+        metrics = result.metrics or {}
+        per_job[result.config["job_config"]["job"]["name"]] = {
+            "epochs": int(metrics.get("epoch", 0)), "qoe": float(metrics.get("qoe", 0.0)),
+            "train_seconds": float(metrics.get("train_seconds", 0.0))}
+    return {"wall_seconds": time.perf_counter() - start, "jobs": per_job,
+            "training_seconds": sum(j["train_seconds"] for j in per_job.values()),
+            "E_sum": sum(j["qoe"] for j in per_job.values())}
+
+
+def run(ctx: StageContext) -> dict:
+    """Run the jobs under each peer within the planner's budget and score what they received."""
+    import ray
 
     from flows.runtime import ray_init_kwargs
 
@@ -74,43 +107,25 @@ def run(ctx: StageContext) -> dict:
     planned = [job for job in ctx.params.train.jobs if job.name in allocation["jobs"]]
     if not planned:
         raise StageError("asha: no planned job to run")
-    storage = Path(ctx.staging("tune")).resolve()
-    remove_path(storage)  # trials start from scratch: no checkpoint of an earlier run may be resumed
-    storage.mkdir(parents=True)
     configs = [{
-        "job": job.model_dump(), "train": ctx.params.train.model_dump(), "storage": str(storage),
+        "job": job.model_dump(), "train": ctx.params.train.model_dump(),
         "perf_metrics": model_doc["perf_metrics"][job.task], "qoe_model": model_doc,
         "t_load": jobs_stats[job.name]["t_load"], "t_test": jobs_stats[job.name]["t_test"],
     } for job in planned]
     budget = float(allocation["budget_seconds"])
-    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max(j.max_epochs for j in planned),
-                              grace_period=1, reduction_factor=2)
-    start = time.perf_counter()
-    tuner = tune.Tuner(
-        tune.with_resources(_trainable, {"cpu": 1}),
-        param_space={"job_config": tune.grid_search(configs)},
-        tune_config=tune.TuneConfig(metric="qoe", mode="max", scheduler=scheduler, max_concurrent_trials=1,
-                                    trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
-        run_config=tune.RunConfig(storage_path=str(storage), name="asha", verbose=0,
-                                  stop=_TrainingBudget(budget)),
-    )
-    results = tuner.fit()
-    wall = time.perf_counter() - start
-    per_job = {}
-    for result in results:
-        name = result.config["job_config"]["job"]["name"]
-        metrics = result.metrics or {}
-        per_job[name] = {"epochs": int(metrics.get("epoch", 0)), "qoe": float(metrics.get("qoe", 0.0)),
-                         "train_seconds": float(metrics.get("train_seconds", 0.0))}
-    for job in planned:
-        per_job.setdefault(job.name, {"epochs": 0, "qoe": 0.0, "train_seconds": 0.0})
-    doc = {"budget_seconds": budget, "wall_seconds": wall,
-           "training_seconds": sum(j["train_seconds"] for j in per_job.values()), "jobs": per_job,
-           "E_sum": sum(j["qoe"] for j in per_job.values()),
+    peers = {}
+    for name in ctx.params.asha.peers:
+        storage = Path(ctx.staging("tune", name)).resolve()
+        remove_path(storage)  # trials start from scratch: no checkpoint of an earlier run may be resumed
+        storage.mkdir(parents=True)
+        peers[name] = _run_peer(name, configs, budget, max(j.max_epochs for j in planned), storage)
+        remove_path(storage)
+        ctx.log(f"asha: {name} E_sum {peers[name]['E_sum']:.4f} in {peers[name]['wall_seconds']:.1f} s against the "
+                f"planner's realised {selection['E_sum_realised']:.4f}; epochs "
+                f"{({k: v['epochs'] for k, v in peers[name]['jobs'].items()})}")
+    doc = {"budget_seconds": budget, "peers": peers,
            "planner": {"method": selection["method"], "E_sum_realised": selection["E_sum_realised"],
-                       "E_sum_planned": selection["E_sum_planned"]}}
+                       "E_sum_planned": selection["E_sum_planned"], "E_sum_replanned": selection["E_sum_replanned"],
+                       "seconds_used": selection["seconds_used"]}}
     ctx.save("asha", doc)
-    remove_path(storage)
-    ctx.log(f"asha: E_sum {doc['E_sum']:.4f} in {wall:.1f} s against the planner's realised "
-            f"{selection['E_sum_realised']:.4f}; epochs {({k: v['epochs'] for k, v in per_job.items()})}")
     return {"outputs": ctx.publish()}

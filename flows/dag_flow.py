@@ -28,31 +28,34 @@ from flows.runtime import ray_init_kwargs
 from qoeflow.dag.spec import load_dag
 from qoeflow.runlock import project_lock
 from tasks import REGISTRY
-from tasks.runner import load_project, make_context, run_gather, run_item, run_single
+from tasks.context import StageError
+from tasks.runner import add_round, load_project, make_context, next_round, run_check, run_gather, run_item, run_single
 
 
 class DagRunFailed(RuntimeError):
     """At least one stage failed; the message names them."""
 
 
-def _context(root: str, dag_path: str, stage: str, tree: dict, board: str):
+def _context(root: str, dag_path: str, stage: str, tree: dict, board: str, round_: int = 0):
     dag = load_dag(Path(root) / dag_path)
     dag.path = dag_path
-    return make_context(Path(root), dag, stage, tree, log=get_run_logger().info, progress=reporter(board, stage))
+    ctx = make_context(Path(root), dag, stage, tree, log=get_run_logger().info, progress=reporter(board, stage))
+    ctx.round = round_
+    return ctx
 
 
 @task(name="stage-item")
-def item_task(root: str, dag_path: str, stage: str, tree: dict, board: str, index: int) -> dict:
-    """One `foreach` item of a stage, on a Ray worker."""
+def item_task(root: str, dag_path: str, stage: str, tree: dict, board: str, index: int, round_: int = 0) -> dict:
+    """One `foreach` item of a stage (in round `round_` of an iterating stage), on a Ray worker."""
     os.chdir(root)
-    return run_item(_context(root, dag_path, stage, tree, board), index)
+    return run_item(_context(root, dag_path, stage, tree, board, round_), index)
 
 
 @task(name="stage-gather")
-def gather_task(root: str, dag_path: str, stage: str, tree: dict, board: str, items: list[dict]) -> dict:
+def gather_task(root: str, dag_path: str, stage: str, tree: dict, board: str, items: list[dict], round_: int = 0) -> dict:
     """The gather step of a `foreach` stage, on a Ray worker."""
     os.chdir(root)
-    return run_gather(_context(root, dag_path, stage, tree, board), items)
+    return run_gather(_context(root, dag_path, stage, tree, board, round_), items)
 
 
 @task(name="stage")
@@ -78,11 +81,13 @@ class _Clock:
 
 
 class _StageRun:
-    """A stage in flight: its phase and its Prefect futures."""
+    """A stage in flight: its phase, its round (iterating `foreach` stages), its Prefect futures, and the
+    summary of its rounds so far."""
 
     def __init__(self, name: str, phase: str, futures: list) -> None:
         self.name, self.phase, self.futures = name, phase, futures
         self.start = time.perf_counter()
+        self.round, self.total = 0, None
 
 
 def _failure_message(state: State) -> str:
@@ -144,21 +149,36 @@ def _run_dag(root: str, dag_path: str, dag, tree: dict, force: list[str] | None,
 
     def submit(name: str) -> None:
         stage = dag.stages[name]
+        try:
+            with clock("check"):
+                run_check(make_context(root_path, dag, name, tree, log=logger.info))
+        except StageError as exc:
+            outcome = outcomes[name]
+            outcome.status, outcome.message = "failed", str(exc)
+            logger.error("stage %s refused: %s", name, outcome.message)
+            record()
+            return
         opts = {"num_cpus": stage.resources.cpus, "num_gpus": stage.resources.gpus}
         args = (root, dag_path, name, tree, view.board_name)
         view.stage_started(name)
         with remote_options(**opts):
             if REGISTRY[stage.task].fans_out:
-                items = make_context(root_path, dag, name, tree).items()
-                labels = [str(item.get("name", i)) if isinstance(item, dict) else str(i) for i, item in enumerate(items)]
-                futures = [
-                    item_task.with_options(retries=stage.retries, task_run_name=f"{name}[{label}]").submit(*args, i)
-                    for i, label in enumerate(labels)
-                ]
-                running[name] = _StageRun(name, "items", futures)
+                running[name] = _StageRun(name, "items", [])
+                submit_items(running[name], range(len(make_context(root_path, dag, name, tree).items())))
             else:
                 futures = [single_task.with_options(retries=stage.retries, task_run_name=name).submit(*args)]
                 running[name] = _StageRun(name, "single", futures)
+
+    def submit_items(run: _StageRun, indices) -> None:
+        stage = dag.stages[run.name]
+        items = make_context(root_path, dag, run.name, tree).items()
+        suffix = f" round {run.round}" if run.round else ""
+        run.futures = []
+        for i in indices:
+            label = str(items[i].get("name", i)) if isinstance(items[i], dict) else str(i)
+            run.futures.append(item_task.with_options(retries=stage.retries, task_run_name=f"{run.name}[{label}]{suffix}")
+                               .submit(root, dag_path, run.name, tree, view.board_name, i, run.round))
+        run.phase = "items"
 
     def schedule() -> None:
         for name, outcome in outcomes.items():
@@ -184,17 +204,20 @@ def _run_dag(root: str, dag_path: str, dag, tree: dict, force: list[str] | None,
             with clock("submit"):
                 submit(name)
 
+    def fail(run: _StageRun, message: str) -> None:
+        outcome = outcomes[run.name]
+        del running[run.name]
+        view.stage_ended(run.name)
+        outcome.status, outcome.seconds, outcome.message = "failed", time.perf_counter() - run.start, message
+        logger.error("stage %s FAILED: %s", run.name, message)
+        record()
+
     def advance(run: _StageRun) -> None:
         states = [f.state for f in run.futures]
         failed = [s for s in states if not s.is_completed()]
         outcome = outcomes[run.name]
         if failed:
-            del running[run.name]
-            view.stage_ended(run.name)
-            outcome.status, outcome.seconds = "failed", time.perf_counter() - run.start
-            outcome.message = _failure_message(failed[0])
-            logger.error("stage %s FAILED: %s", run.name, outcome.message)
-            record()
+            fail(run, _failure_message(failed[0]))
             return
         with clock("results"):
             results = [f.result() for f in run.futures]
@@ -202,10 +225,27 @@ def _run_dag(root: str, dag_path: str, dag, tree: dict, force: list[str] | None,
             with remote_options(num_cpus=1), clock("submit"):
                 run.futures = [
                     gather_task.with_options(task_run_name=f"{run.name}[gather]").submit(root, dag_path, run.name, tree,
-                                                                                         view.board_name, results)
+                                                                                         view.board_name, results, run.round)
                 ]
             run.phase = "gather"
             return
+        if run.phase == "gather":
+            run.total = add_round(run.total, results[0])
+            ctx = make_context(root_path, dag, run.name, tree)
+            ctx.round = run.round
+            try:
+                again = next_round(ctx, run.total)
+            except StageError as exc:
+                fail(run, str(exc))
+                return
+            if again:
+                run.round += 1
+                logger.info("stage %s: round %d, items %s", run.name, run.round, again)
+                resources = dag.stages[run.name].resources
+                with remote_options(num_cpus=resources.cpus, num_gpus=resources.gpus), clock("submit"):
+                    submit_items(run, again)
+                return
+            results = [run.total]
         del running[run.name]
         view.stage_ended(run.name)
         summary = results[0]

@@ -25,7 +25,9 @@ class ProgressBoard:
 
     def update(self, key: str, done: int, total: int, note: str) -> None:
         now = time.time()
-        entry = self.entries.setdefault(key, {"started": now, "first_done": done})
+        entry = self.entries.get(key)
+        if entry is None or entry["total"] != total:  # a new job, or a new round of it toward a new goal
+            entry = self.entries[key] = {"started": now, "first_done": done}
         entry.update(done=done, total=total, note=note, updated=now)
 
     def snapshot(self) -> dict[str, dict]:

@@ -115,8 +115,12 @@ class QoEParams(_Strict):
 
 
 class AllocateParams(_Strict):
-    budget_seconds: float | None = Field(None, gt=0, description="total training budget; default from budget_fraction")
-    budget_fraction: float = Field(0.5, ge=0, le=1, description="base cost + this share of the extra cost to max epochs")
+    probe_epochs: int = Field(2, ge=1, le=10_000, description="epochs every job trains before the first plan")
+    replan_every: int = Field(2, ge=1, le=10_000, description="epochs between re-plans in the continue stage")
+    budget_seconds: float | None = Field(None, gt=0, description="total training seconds, probes included; "
+                                                                 "default from budget_fraction")
+    budget_fraction: float = Field(0.4, gt=0, le=1, description="share of the seconds it would take to train "
+                                                                "every job to its max_epochs")
     methods: list[Literal[ALLOCATION_METHODS]] = list(ALLOCATION_METHODS)  # type: ignore[valid-type]
     chosen: Literal[ALLOCATION_METHODS] = "exact"  # type: ignore[valid-type]
     sweep_points: int = Field(8, ge=2, le=100)
@@ -379,6 +383,13 @@ class VideoParams(_Strict):
         return self
 
 
+PEERS = ("asha", "hyperband")  # Ray Tune schedulers the `asha` stage runs (flows/asha.py); a test keeps them in step
+
+
+class AshaParams(_Strict):
+    peers: list[Literal[PEERS]] = Field(list(PEERS), min_length=1)  # type: ignore[valid-type]
+
+
 class ReportParams(_Strict):
     title: str = "qoeflow lifecycle run"
 
@@ -393,8 +404,17 @@ class Params(_Strict):
     bench: BenchParams = BenchParams()
     deploy: DeployParams = DeployParams()
     video: VideoParams = VideoParams()
+    asha: AshaParams = AshaParams()
     report: ReportParams = ReportParams()
 
+    @model_validator(mode="after")
+    def _probe_below_max(self) -> "Params":
+        probe = self.allocate.probe_epochs
+        for i, job in enumerate(self.train.jobs):
+            if probe >= job.max_epochs:
+                raise ValueError(f"allocate.probe_epochs ({probe}) must be smaller than every job's max_epochs: "
+                                 f"train.jobs.{i} ({job.name}) has max_epochs {job.max_epochs}")
+        return self
 
 
 def check_chosen_jobs(params: Params, sections: list[str], source: str = "params.yaml") -> None:

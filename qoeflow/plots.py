@@ -221,3 +221,30 @@ def video_figure(table):
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def replans_figure(replans: dict):
+    """The closed loop: per job, the epochs each plan gave it (dashed) and the epochs it had reached
+    (solid), against the training seconds spent when the plan was made; and the predicted E_sum."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plans = replans["plans"]
+    spent = [p["sunk_seconds"] for p in plans]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [2, 1]})
+    for job in sorted(plans[0]["jobs"]):
+        done = [p["jobs"][job]["done"] for p in plans]
+        line = a.plot(spent, done, marker="o", label=job)[0]
+        a.plot(spent, [p["jobs"][job]["target"] for p in plans], ls="--", color=line.get_color())
+    a.set(title="epochs reached (solid) and planned (dashed) at each plan", xlabel="training seconds spent",
+          ylabel="epochs")
+    a.axvline(replans["budget_seconds"], color="grey", ls=":", label="budget")
+    b.plot([p["round"] for p in plans], [p["E_sum"] for p in plans], marker="o")
+    b.set(title="predicted E_sum of each plan", xlabel="plan (0: from the probes)", ylabel="E_sum")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    a.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig

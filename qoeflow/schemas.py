@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, m
 
 from qoeflow.families import FAMILIES, NAMES, metric_range
 from qoeflow.lifecycle.allocation import METHODS as ALLOCATION_METHODS
+from qoeflow.params import PEERS
 from qoeflow.validate import JOB_STATUSES, ArtifactError
 
 Family = Literal[NAMES]  # type: ignore[valid-type]
@@ -113,12 +114,14 @@ class JobTable(_Doc):
     base_epochs: int = Field(ge=1)
     max_epochs: int = Field(ge=1)
     metrics: dict[str, list[float]] | None = None
+    bands: dict[str, dict[Literal["lower", "upper"], list[float]]] | None = None  # the forecasts' bands per metric
 
     @model_validator(mode="after")
     def _aligned(self) -> "JobTable":
         if self.epochs != list(range(self.base_epochs, self.max_epochs + 1)):
             raise ValueError(f"epochs must run from base_epochs {self.base_epochs} to max_epochs {self.max_epochs}")
-        for name, values in {"cost_seconds": self.cost_seconds, "qoe": self.qoe, **(self.metrics or {})}.items():
+        bands = {f"bands.{m}.{side}": v for m, sides in (self.bands or {}).items() for side, v in sides.items()}
+        for name, values in {"cost_seconds": self.cost_seconds, "qoe": self.qoe, **(self.metrics or {}), **bands}.items():
             if len(values) != len(self.epochs):
                 raise ValueError(f"{name} has {len(values)} values for {len(self.epochs)} epochs")
         if any(c < 0 for c in self.cost_seconds) or any(b < a for a, b in zip(self.cost_seconds, self.cost_seconds[1:])):
@@ -178,7 +181,47 @@ class SelectionDoc(_Doc):
     realised_qoe: float = Share
     method: Allocator
     E_sum_planned: float = Field(ge=0)
+    E_sum_replanned: float = Field(ge=0)
     E_sum_realised: float = Field(ge=0)
+    budget_seconds: float = Field(gt=0)
+    seconds_used: float = Field(ge=0)
+    replans: int = Field(ge=0)
+
+
+class PlannedJob(_Doc):
+    """One job in one plan of the closed loop: where it was, what it got and why, and the forecasts behind it."""
+
+    done: int = Field(ge=1)
+    target: int = Field(ge=1)
+    qoe: float = Share
+    reason: str
+    left_band: int | None = None
+    spent: float = Field(ge=0)  # training seconds the job had spent when the plan was made
+    seconds: float = Field(ge=0)  # its training seconds in all at the planned epochs
+    forecast: dict[str, dict[str, list[float]]]
+
+    @model_validator(mode="after")
+    def _target_from_done(self) -> "PlannedJob":
+        if self.target < self.done:
+            raise ValueError(f"target {self.target} is below the epochs done ({self.done})")
+        return self
+
+
+class PlanRound(_Doc):
+    round: int = Field(ge=0)
+    sunk_seconds: float = Field(ge=0)
+    remaining_seconds: float
+    E_sum: float = Field(ge=0)
+    jobs: dict[str, PlannedJob]
+
+
+class ReplansDoc(_Doc):
+    """`replans.json`: the first plan and every re-plan of the continue stage's closed loop."""
+
+    budget_seconds: float = Field(gt=0)
+    replan_every: int = Field(ge=1)
+    method: Allocator
+    plans: list[PlanRound] = Field(min_length=1)
 
 
 class AshaJob(_Doc):
@@ -191,16 +234,25 @@ class PlannerResult(_Doc):
     method: Allocator
     E_sum_realised: float = Field(ge=0)
     E_sum_planned: float = Field(ge=0)
+    E_sum_replanned: float = Field(ge=0)
+    seconds_used: float = Field(ge=0)
 
 
-class AshaDoc(_Doc):
-    """`asha.json`: what Ray Tune's ASHA did with the planner's budget, beside the planner's result."""
+class PeerRun(_Doc):
+    """What one Tune scheduler did with the budget."""
 
-    budget_seconds: float = Field(gt=0)
     wall_seconds: float = Field(ge=0)
     training_seconds: float = Field(ge=0)
     jobs: dict[str, AshaJob]
     E_sum: float = Field(ge=0)
+
+
+class AshaDoc(_Doc):
+    """`asha.json`: what Ray Tune's schedulers (ASHA, HyperBand) did with the planner's budget, beside the
+    planner's result."""
+
+    budget_seconds: float = Field(gt=0)
+    peers: dict[Literal[PEERS], PeerRun] = Field(min_length=1)  # type: ignore[valid-type]
     planner: PlannerResult
 
 

@@ -165,16 +165,20 @@ def check_forecasts(df: pd.DataFrame, label: str = "forecasts.csv") -> None:
 
 
 def check_backtest(df: pd.DataFrame, label: str = "backtest.csv") -> None:
-    """Backtest predictions beside the actual values: all finite and within the metric's range."""
+    """Backtest predictions beside the actual values: all finite and within the metric's range. Empty (with
+    its columns) when no curve of the run is long enough to backtest."""
     from qoeflow.lifecycle.forecasting import BACKTEST_COLUMNS
 
+    if isinstance(df, pd.DataFrame) and df.empty:
+        _require_columns(df, BACKTEST_COLUMNS, label)
+        return
     gxe = _start(df, BACKTEST_COLUMNS, label)
     _raise(label, _prediction_checks(gxe, df[BACKTEST_COLUMNS], ["actual", "predicted", "lower", "upper"],
                                      ["job", "metric", "method", "epoch"], "backtest"))
 
 
-PLAN_COLUMNS = ["job", "task", "method", "planned_epochs", "epochs_done", "status", "planned_seconds",
-                "actual_seconds", "predicted_qoe", "realised_qoe"]
+PLAN_COLUMNS = ["job", "task", "method", "planned_epochs", "replanned_epochs", "epochs_done", "status",
+                "planned_seconds", "actual_seconds", "predicted_qoe", "replanned_qoe", "realised_qoe"]
 
 
 def check_plan_vs_actual(df: pd.DataFrame, label: str = "plan_vs_actual.csv") -> None:
@@ -187,11 +191,12 @@ def check_plan_vs_actual(df: pd.DataFrame, label: str = "plan_vs_actual.csv") ->
     exps.append(gxe.ExpectColumnValuesToBeInSet(column="task", value_set=list(FAMILIES)))
     exps.append(gxe.ExpectColumnValuesToBeInSet(column="method", value_set=list(METHODS)))
     exps.append(gxe.ExpectColumnValuesToBeInSet(column="status", value_set=list(JOB_STATUSES)))
-    exps.append(gxe.ExpectColumnValuesToBeBetween(column="planned_epochs", min_value=1, max_value=_HUGE))
+    exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=1, max_value=_HUGE)
+             for c in ("planned_epochs", "replanned_epochs")]
     exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=_HUGE)
              for c in ("epochs_done", "planned_seconds", "actual_seconds")]
     exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=1, strict_min=True)
-             for c in ("predicted_qoe", "realised_qoe")]
+             for c in ("predicted_qoe", "replanned_qoe", "realised_qoe")]
     exps += [_in_range(gxe, c, c.split("_", 1)[1]) for c in df.columns if c.startswith(("actual_", "predicted_"))
              and c.split("_", 1)[1] not in ("seconds", "qoe")]
     _raise(label, _problems("plan_vs_actual", df, exps, ["job"]))

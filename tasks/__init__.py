@@ -23,7 +23,9 @@ class TaskDef:
     """What a stage task reads, writes and runs.
 
     A task either has `run(ctx) -> summary`, or, for `foreach` stages, `run_item(ctx, item) -> summary`
-    for each item and `gather(ctx, item_summaries) -> summary`. `inputs` must come from the stage's
+    for each item and `gather(ctx, item_summaries) -> summary` (whose summary may ask for another round of
+    items: `{"again": [item indices]}`). An optional `check(ctx)` runs once before anything else and raises
+    StageError to refuse the stage before work starts. `inputs` must come from the stage's
     dependencies; `optional` inputs are read when a dependency writes them (the report shows what exists).
     """
 
@@ -40,7 +42,7 @@ class TaskDef:
         return self.inputs + tuple(name for name in self.optional if name in provided)
 
     def function(self, kind: str) -> Callable[..., Any] | None:
-        """The task's `run`, `run_item` or `gather` function, imported on first use."""
+        """The task's `check`, `run`, `run_item` or `gather` function, imported on first use."""
         if kind not in self.entry:
             return None
         return getattr(importlib.import_module(self.module), self.entry[kind])
@@ -66,13 +68,13 @@ register(TaskDef(
     name="train",
     module="tasks.train",
     outputs=("curves", "jobs", "checkpoints", "models", "figure"),
-    entry={"run_item": "run_job", "gather": "gather_jobs"},
+    entry={"check": "check_budget", "run_item": "run_job", "gather": "gather_jobs"},
 ))
 register(TaskDef(
     name="forecast",
     module="tasks.forecast",
     inputs=("curves", "jobs"),
-    outputs=("forecasts", "backtest", "scores", "forecast_figure"),
+    outputs=("forecasts", "forecast_figure"),
     entry={"run": "run"},
 ))
 register(TaskDef(
@@ -85,8 +87,9 @@ register(TaskDef(
 register(TaskDef(
     name="continue",
     module="tasks.continue_training",
-    inputs=("allocation", "checkpoints"),
-    outputs=("continued_curves", "plan_vs_actual", "selection", "continued_models", "continued_checkpoints"),
+    inputs=("allocation", "checkpoints", "curves", "jobs"),
+    outputs=("continued_curves", "plan_vs_actual", "selection", "continued_models", "continued_checkpoints",
+             "replans", "replans_figure", "backtest", "scores"),
     entry={"run_item": "run_job", "gather": "gather"},
 ))
 register(TaskDef(
@@ -128,6 +131,7 @@ register(TaskDef(
     name="report",
     module="tasks.report",
     optional=("curves", "jobs", "forecast_figure", "scores", "allocation_figure", "allocation", "plan_vs_actual",
+              "replans", "replans_figure",
               "selection", "variants", "compression", "compression_figure", "exits", "model_catalog", "exits_figure",
               "bench", "bench_figure", "caching", "caching_figure", "asha", "bandit_summary", "bandit_figure",
               "qos_summary", "qos_figure", "qos_single_figure", "video_ingest", "video_queries", "video_figure"),

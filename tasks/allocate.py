@@ -48,6 +48,19 @@ def outlooks(curves: pd.DataFrame | None, forecasts: pd.DataFrame, jobs: Mapping
     return result
 
 
+def forecast_bands(forecasts: pd.DataFrame, outlook: Sequence[JobOutlook]) -> dict[str, dict[str, dict[str, list]]]:
+    """Per job and performance metric, the forecast band at epochs base..max (at base: the observed value),
+    which the continue stage watches: a job whose realised curve leaves it is re-planned at once."""
+    bands = {}
+    for o in outlook:
+        bands[o.name] = {}
+        for metric, values in o.metrics.items():
+            pred = forecasts[(forecasts["job"] == o.name) & (forecasts["metric"] == metric)].sort_values("epoch")
+            bands[o.name][metric] = {side: [float(values[0])] + pred[side].astype(float).tolist()
+                                     for side in ("lower", "upper")}
+    return bands
+
+
 def allocation_figure(doc: Mapping, outlook: list[JobOutlook], perf_metrics: Mapping[str, Sequence[str]]):
     """Fig. 4 of the paper: (a) E_all vs epochs of one job under w1–w3, (b) E_sum vs budget per method,
     (c) per-job E_all of the chosen plan across budgets."""
@@ -91,11 +104,15 @@ def run(ctx: StageContext) -> dict:
         tables = qoe_tables(outlook, models)
         budget = settings.budget_seconds or default_budget(tables, settings.budget_fraction)
         if budget < base_cost(tables):
-            raise ValueError(f"allocate.budget_seconds {budget:.6g} s is below the cost of the base epochs "
-                             f"({base_cost(tables):.6g} s)")
+            key = "budget_seconds" if settings.budget_seconds else f"budget_fraction ({settings.budget_fraction})"
+            spent = ", ".join(f"{t.name} {t.cost_seconds[0]:.3g} s" for t in tables)
+            raise ValueError(f"allocate.{key}: a budget of {budget:.6g} s is less than the probes already cost "
+                             f"({base_cost(tables):.6g} s: {spent})")
         doc = allocation_document(tables, budget, settings.methods, settings.chosen, model_doc,
                                   seed=settings.seed, sweep_points=settings.sweep_points,
                                   predicted_metrics={o.name: o.metrics for o in outlook})
+        for name, bands in forecast_bands(forecasts, outlook).items():
+            doc["jobs"][name]["bands"] = bands
     except ValueError as exc:
         raise StageError(f"allocate: {exc}") from None
     ctx.save("allocation", doc)

@@ -257,8 +257,6 @@ CATALOG: dict[str, Kind] = {
     "figure": Figure(),
     # forecast
     "forecasts": Table(validate.check_forecasts),
-    "backtest": Table(validate.check_backtest),
-    "scores": Document(schemas.ScoresDoc),
     "forecast_figure": Figure(dpi=80),
     # allocate
     "allocation": Document(schemas.AllocationDoc),
@@ -269,6 +267,10 @@ CATALOG: dict[str, Kind] = {
     "selection": Document(schemas.SelectionDoc),
     "continued_models": Weights(),
     "continued_checkpoints": Checkpoints(),
+    "replans": Document(schemas.ReplansDoc),
+    "replans_figure": Figure(dpi=80),
+    "backtest": Table(validate.check_backtest),
+    "scores": Document(schemas.ScoresDoc),
     # compress
     "variants": ModelCatalog(validate.check_model_catalog),
     "compressed_models": ModelFiles(),

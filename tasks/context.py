@@ -46,6 +46,7 @@ class StageContext:
     tree: dict[str, Any]
     log: Callable[[str], None] = _print
     progress: Callable[[str, int, int, str], None] | None = None
+    round: int = 0  # an iterating `foreach` stage: which round of items and gather this is (0: the first)
     _staged: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -138,6 +139,17 @@ class StageContext:
             path = path / part
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def keep(self, name: str, doc: Any) -> None:
+        """Keep a JSON document for this stage's later steps (its gather, its next round); not an artifact."""
+        write_atomic_bytes(self.staging() / f"{name}.json", json.dumps(doc).encode())
+
+    def kept(self, name: str) -> Any:
+        """A document an earlier step of this stage kept."""
+        path = self.staging() / f"{name}.json"
+        if not path.exists():
+            raise StageError(f"stage '{self.stage}': no kept document '{name}' (did the step before this one run?)")
+        return json.loads(path.read_text())
 
     def temp_output(self, name: str) -> Path:
         """A fresh temporary path for output `name`, outside data/; `publish()` renames it into place."""

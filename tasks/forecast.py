@@ -1,11 +1,11 @@
-"""Stage `forecast`: each job's curves predicted to its max epochs, with bands, and a backtest of
-every method on the run's own curves (paper 000 §III-B)."""
+"""Stage `forecast`: each job's probe curves predicted to its max epochs, with bands (paper 000 §III-B).
+The methods are backtested later, on the continued curves (the `continue` stage): a probe is too short."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from qoeflow.lifecycle.forecasting import backtest_table, forecast_table, summarise_scores
+from qoeflow.lifecycle.forecasting import forecast_table
 from tasks.context import StageContext, StageError
 
 
@@ -32,7 +32,7 @@ def forecasts_figure(curves: pd.DataFrame, forecasts: pd.DataFrame, metrics: lis
 
 
 def run(ctx: StageContext) -> dict:
-    """Forecast every completed job's metrics to its max epochs; backtest each method at `backtest_frac`."""
+    """Forecast every completed job's metrics to its max epochs."""
     settings = ctx.params.forecast
     curves = ctx.load("curves")
     jobs = ctx.load("jobs")
@@ -41,7 +41,7 @@ def run(ctx: StageContext) -> dict:
     missing = sorted(set(completed) - set(max_epochs))
     if missing:
         raise StageError(f"jobs {missing} of jobs.json are not in params.yaml train.jobs")
-    forecasts, backtests, scores = [], [], []
+    forecasts = []
     for task, metrics in settings.metrics.items():
         rows = curves[(curves["task"] == task) & curves["job"].isin(completed)]
         if rows.empty:
@@ -50,22 +50,12 @@ def run(ctx: StageContext) -> dict:
             ctx.log(f"forecast: {task} {metric} ({rows['job'].nunique()} jobs, method {settings.method})")
             try:
                 forecasts.append(forecast_table(rows, metric, max_epochs, method=settings.method, seed=settings.seed))
-                bt, sc = backtest_table(rows, metric, settings.backtest_frac, settings.backtest_methods, settings.seed)
             except ValueError as exc:
                 raise StageError(f"forecast of {task} '{metric}': {exc}") from None
-            backtests.append(bt)
-            scores.append(sc)
     if not forecasts:
         raise StageError("no completed job to forecast")
     table = pd.concat(forecasts, ignore_index=True)
-    score_table = pd.concat(scores, ignore_index=True)
-    summary = summarise_scores(score_table)
     ctx.save("forecasts", table)
-    ctx.save("backtest", pd.concat(backtests, ignore_index=True))
-    ctx.save("scores", {"frac": settings.backtest_frac, "summary": summary.to_dict(orient="records"),
-                        "per_job": score_table.to_dict(orient="records")})
     metrics = sorted(set(table["metric"]), key=lambda m: (m != "val_loss", m))
     ctx.save("forecast_figure", forecasts_figure(curves[curves["job"].isin(completed)], table, metrics))
-    for row in summary.itertuples():
-        ctx.log(f"backtest {row.metric:>8} {row.method:>10}: MAE at last epoch {row.mae_last_epoch:.4g} ({row.vs_last:.2f} × last)")
     return {"outputs": ctx.publish()}

@@ -194,9 +194,13 @@ def train_section(ctx: StageContext, stage: str) -> dict[str, Any]:
     }
 
 
-@section("forecast", "Forecasts")
+@section("forecast", "Forecasts from the probes")
 def forecast_section(ctx: StageContext, stage: str) -> dict[str, Any]:
-    scores = ctx.load("scores")
+    return {"figure": png_figure(ctx.load("forecast_figure"), "forecast curves with bands, per job")}
+
+
+def backtest_tables(scores: dict) -> dict[str, Any]:
+    """The forecasting methods' backtest on the continued curves: summary by method, and per job."""
     summary = pd.DataFrame(scores["summary"])
     best = set()
     if not summary.empty:
@@ -214,7 +218,6 @@ def forecast_section(ctx: StageContext, stage: str) -> dict[str, Any]:
         "per_job": Table([Column("job"), Column("metric"), Column("method"),
                           Column("used", title="the method `auto` picked for this curve"),
                           Column("|error| at the last epoch", True)], per_job),
-        "figure": png_figure(ctx.load("forecast_figure"), "forecast curves with bands, per job"),
     }
 
 
@@ -256,7 +259,7 @@ def allocate_section(ctx: StageContext, stage: str) -> dict[str, Any]:
     }
 
 
-@section("continue", "Plan against reality")
+@section("continue", "The closed loop: plans, re-plans and reality")
 def continue_section(ctx: StageContext, stage: str) -> dict[str, Any]:
     selection = ctx.load("selection")
     plan = ctx.load("plan_vs_actual")
@@ -264,49 +267,73 @@ def continue_section(ctx: StageContext, stage: str) -> dict[str, Any]:
     for r in plan.to_dict("records"):
         metrics = [m for m in metrics_of(r["task"]) if f"predicted_{m}" in r]
         change = parts(*(f"{m} {hz.number(r[f'predicted_{m}'])} → {hz.number(r[f'actual_{m}'])}" for m in metrics))
-        epochs = f"{r['epochs_done']} / {r['planned_epochs']}" if r["epochs_done"] != r["planned_epochs"] else str(r["planned_epochs"])
         rows.append(Row([
-            r["job"], r["task"], epochs, r["status"], hz.seconds(r["planned_seconds"]), hz.seconds(r["actual_seconds"]),
-            hz.fixed(r["predicted_qoe"]), hz.fixed(r["realised_qoe"]), change or hz.MISSING,
+            r["job"], f"{r['planned_epochs']} → {r['epochs_done']}", r["status"],
+            f"{hz.seconds(r['planned_seconds'])} → {hz.seconds(r['actual_seconds'])}",
+            f"{hz.fixed(r['predicted_qoe'])} → {hz.fixed(r['replanned_qoe'])}", hz.fixed(r["realised_qoe"]),
+            change or hz.MISSING,
         ], mark="chosen" if r["job"] == selection["selected_job"] else ("bad" if r["status"] != "completed" else "")))
+    replans = ctx.load("replans")
+    jobs = sorted(replans["plans"][0]["jobs"])
+    plan_rows = [Row([str(p["round"]), hz.seconds(p["sunk_seconds"]), hz.seconds(max(p["remaining_seconds"], 0.0)),
+                      hz.fixed(p["E_sum"])] + [_planned_cell(p["jobs"][job]) for job in jobs]) for p in replans["plans"]]
+    last = replans["plans"][-1]["jobs"]
     return {
-        "selection": {k: (hz.fixed(v) if isinstance(v, float) else v) for k, v in selection.items()},
-        "table": Table([Column("job"), Column("family"), Column("epochs", True), Column("status"),
-                        Column("planned seconds", True), Column("actual seconds", True),
-                        Column("E_all predicted", True), Column("E_all realised", True),
-                        Column("metrics predicted → realised")], rows,
+        "selection": {k: (hz.seconds(v) if k.endswith("seconds") else hz.fixed(v) if isinstance(v, float) else v)
+                      for k, v in selection.items()},
+        "replan_every": replans["replan_every"],
+        "table": Table([Column("job"), Column("epochs", True, "given by the plan from the probes → done"),
+                        Column("status"), Column("training", True, "planned from the probes → spent"),
+                        Column("E_all predicted", True, "by the plan from the probes → by the last re-plan"),
+                        Column("E_all realised", True), Column("metrics predicted (first plan) → realised")], rows,
                        note="Highlighted: the selected model."),
+        "plans": Table([Column("plan", True, "0: from the probes; then one per round"), Column("spent", True),
+                        Column("left", True), Column("E_sum predicted", True)] + [Column(job, True) for job in jobs],
+                       plan_rows, note="Each job: epochs done → epochs planned; ⊘ a job left its forecast band "
+                                       "in the round before; ✕ closed (stopped for good or at its max epochs)."),
+        "reasons": Table([Column("job"), Column("why, at the last re-plan")], [Row([job, last[job]["reason"]]) for job in jobs]),
+        "figure": png_figure(ctx.load("replans_figure"), "planned against realised epochs per job over the run"),
+        "backtest": backtest_tables(ctx.load("scores")),
     }
+
+
+def _planned_cell(job: dict) -> str:
+    mark = "⊘ " if job["left_band"] else ""
+    if job["reason"].startswith("closed"):
+        return f"{mark}{job['done']} ✕"
+    return f"{mark}{job['done']} → {job['target']}"
 
 
 @section("asha", "Against Ray Tune ASHA")
 def asha_section(ctx: StageContext, stage: str) -> dict[str, Any]:
     asha = ctx.load("asha")
-    planner = asha["planner"]
+    planner, peers = asha["planner"], asha["peers"]
     realised: dict[str, dict] = {}
     if _provided(ctx, "plan_vs_actual"):
         realised = {r["job"]: r for r in ctx.load("plan_vs_actual").to_dict("records")}
-    rows = [Row([job, str(a["epochs"]), hz.fixed(a["qoe"]), hz.seconds(a["train_seconds"]),
-                 str(realised[job]["epochs_done"]) if job in realised else hz.MISSING,
-                 hz.fixed(realised[job]["realised_qoe"]) if job in realised else hz.MISSING])
-            for job, a in asha["jobs"].items()]
-    planner_seconds = sum(r["actual_seconds"] for r in realised.values()) if realised else None
-    better = asha["E_sum"] > planner["E_sum_realised"]
+    best = max([planner["E_sum_realised"]] + [p["E_sum"] for p in peers.values()])
+    compare = [Row([f"planner ({planner['method']}), realised", hz.fixed(planner["E_sum_realised"]),
+                    hz.seconds(planner["seconds_used"]), hz.MISSING],
+                   mark="best" if planner["E_sum_realised"] >= best else "")]
+    compare += [Row([name, hz.fixed(p["E_sum"]), hz.seconds(p["training_seconds"]), hz.seconds(p["wall_seconds"])],
+                    mark="best" if p["E_sum"] >= best and planner["E_sum_realised"] < best else "")
+                for name, p in peers.items()]
+    compare += [Row([f"planner, {label}", hz.fixed(planner[key]), hz.MISSING, hz.MISSING])
+                for label, key in (("planned from the probes", "E_sum_planned"), ("last re-plan", "E_sum_replanned"))]
+    names = list(peers)
+    rows = [Row([job] + [f"{peers[n]['jobs'][job]['epochs']} · {hz.fixed(peers[n]['jobs'][job]['qoe'])}" for n in names]
+                + [f"{realised[job]['epochs_done']} · {hz.fixed(realised[job]['realised_qoe'])}" if job in realised
+                   else hz.MISSING])
+            for job in peers[names[0]]["jobs"]]
     return {
         "budget": hz.duration(asha["budget_seconds"]),
-        "training": hz.duration(asha["training_seconds"]),
-        "wall": hz.duration(asha["wall_seconds"]),
-        "method": planner["method"],
-        "asha_better": better,
-        "compare": Table([Column(""), Column("E_sum", True), Column("training seconds", True)], [
-            Row(["ASHA", hz.fixed(asha["E_sum"]), hz.seconds(asha["training_seconds"])], mark="best" if better else ""),
-            Row([f"planner ({planner['method']}), realised", hz.fixed(planner["E_sum_realised"]),
-                 hz.seconds(planner_seconds)], mark="" if better else "best"),
-            Row([f"planner ({planner['method']}), planned", hz.fixed(planner["E_sum_planned"]), hz.MISSING]),
-        ]),
-        "jobs": Table([Column("job"), Column("ASHA epochs", True), Column("ASHA E_all", True),
-                       Column("ASHA training", True), Column("planner epochs", True),
-                       Column("planner E_all", True, "realised")], rows),
+        "peers": ", ".join(names),
+        "planner_best": planner["E_sum_realised"] >= best,
+        "compare": Table([Column(""), Column("E_sum", True), Column("training seconds", True),
+                          Column("wall", True, "with Tune's start-up")], compare),
+        "jobs": Table([Column("job")] + [Column(n, True, f"epochs {n} gave the job · its E_all") for n in names]
+                      + [Column("planner", True, "epochs done · realised E_all")], rows,
+                      note="Each cell: epochs · E_all."),
     }
 
 

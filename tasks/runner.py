@@ -60,14 +60,18 @@ def _guarded(ctx: StageContext, fn: Callable[..., dict], *args: Any) -> dict:
     return summary
 
 
+MAX_ROUNDS = 1000  # an iterating stage that asks for more rounds than this has a bug
+
+
 def run_item(ctx: StageContext, index: int) -> dict:
-    """One `foreach` item of a stage."""
+    """One `foreach` item of a stage (in round `ctx.round`)."""
     task = REGISTRY[ctx.spec.task]
     return _guarded(ctx, task.function("run_item"), ctx.items()[index])
 
 
 def run_gather(ctx: StageContext, item_summaries: list[dict]) -> dict:
-    """The gather step of a `foreach` stage: combines the items and publishes the outputs."""
+    """The gather step of a `foreach` stage: combines the items and publishes the outputs, or asks for
+    another round: `summary["again"]` lists the indices of the items to run again (see `next_round`)."""
     task = REGISTRY[ctx.spec.task]
     summary = _guarded(ctx, task.function("gather"), item_summaries)
     items = [s.get("compute_seconds", 0.0) for s in item_summaries]
@@ -76,16 +80,52 @@ def run_gather(ctx: StageContext, item_summaries: list[dict]) -> dict:
     return summary
 
 
+def next_round(ctx: StageContext, summary: dict) -> list[int]:
+    """The items a gather summary asks to run again (none: the stage is done), checked."""
+    again = list(summary.get("again") or [])
+    n = len(ctx.items())
+    bad = [i for i in again if not isinstance(i, int) or not 0 <= i < n]
+    if bad:
+        raise StageError(f"stage '{ctx.stage}': its gather asked to run items {bad} again; it has items 0..{n - 1}")
+    if again and ctx.round + 1 >= MAX_ROUNDS:
+        raise StageError(f"stage '{ctx.stage}': still asking for more rounds after {MAX_ROUNDS}")
+    return again
+
+
+def add_round(total: dict | None, summary: dict) -> dict:
+    """A stage's summary over its rounds so far: the last round's, with the seconds of all of them."""
+    if total is None:
+        return summary
+    for key in ("compute_seconds", "critical_seconds"):
+        summary[key] = summary.get(key, 0.0) + total.get(key, 0.0)
+    return summary
+
+
 def run_single(ctx: StageContext) -> dict:
     """A stage without fan-out."""
     return _guarded(ctx, REGISTRY[ctx.spec.task].function("run"))
 
 
+def run_check(ctx: StageContext) -> None:
+    """The stage's `check`, if it has one: refuses the stage (StageError) before any work starts."""
+    check = REGISTRY[ctx.spec.task].function("check")
+    if check is not None:
+        check(ctx)
+
+
 def run_stage(ctx: StageContext) -> dict:
-    """A whole stage in this process: its items one after another, then gather; or its single run."""
+    """A whole stage in this process: its items one after another, then gather (again for each round the
+    gather asks for); or its single run."""
+    run_check(ctx)
     if REGISTRY[ctx.spec.task].fans_out:
         if not ctx.spec.foreach:
             raise StageError(f"{ctx.dag.path}: stage '{ctx.stage}': task '{ctx.spec.task}' needs a `foreach` list")
-        items = [run_item(ctx, i) for i in range(len(ctx.items()))]
-        return run_gather(ctx, items)
+        indices, total = list(range(len(ctx.items()))), None
+        while True:
+            items = [run_item(ctx, i) for i in indices]
+            total = add_round(total, run_gather(ctx, items))
+            indices = next_round(ctx, total)
+            if not indices:
+                return total
+            ctx.round += 1
     return run_single(ctx)

@@ -35,10 +35,51 @@ def _median_load_seconds(model_file: Path, job: Job, size: int, repeats: int) ->
     return statistics.median(times)
 
 
+def check_budget(ctx: StageContext) -> None:
+    """Refuse, before any job trains, an `allocate.budget_seconds` below what the probes would cost (each
+    job's epoch timed from a few training steps)."""
+    budget = ctx.params.allocate.budget_seconds
+    if budget is None:
+        return
+    import torch
+
+    from qoeflow.lifecycle.training import JobSpec, TrainingJob, estimate_epoch_seconds
+
+    settings, probe = ctx.params.train, ctx.params.allocate.probe_epochs
+    threads = torch.get_num_threads()
+    try:
+        costs = {}
+        for item in ctx.items():
+            job = Job.model_validate(item)
+            trainer = TrainingJob(JobSpec(**job.model_dump(exclude={"max_epochs"})), job_split(settings, job.task),
+                                  threads=settings.threads_per_job)
+            costs[job.name] = probe * estimate_epoch_seconds(trainer)
+    finally:
+        torch.set_num_threads(threads)
+    total = sum(costs.values())
+    if budget < total:
+        each = ", ".join(f"{name} {seconds:.3g} s" for name, seconds in costs.items())
+        raise StageError(f"allocate.budget_seconds ({budget:.6g} s) is less than the probes of {probe} epochs would "
+                         f"cost: about {total:.3g} s ({each}; timed from a few training steps). Raise the budget or "
+                         f"lower allocate.probe_epochs.")
+
+
 def run_job(ctx: StageContext, item: dict) -> dict:
-    """Train one job to its epochs (resuming when possible)."""
+    """Train one job's probe, `allocate.probe_epochs` epochs (resuming when possible): what the plan starts from."""
     job = Job.model_validate(item)
-    return train_job(ctx, job, job.epochs, ctx.output("checkpoints") / f"{job.name}.pt")
+    return train_job(ctx, job, ctx.params.allocate.probe_epochs, ctx.output("checkpoints") / f"{job.name}.pt")
+
+
+def curve_rows(job: Job, trainer, epochs: int) -> list[dict]:
+    """The curves.csv rows of a job's first `epochs` epochs (cumulative seconds from its first epoch)."""
+    rows, cumulative = [], 0.0
+    for record in trainer.history[:epochs]:
+        cumulative += record.epoch_seconds
+        rows.append({"job": job.name, "task": job.task, "model": job.model, "epoch": record.epoch,
+                     "train_loss": record.train_loss, "val_loss": record.val_loss,
+                     "epoch_seconds": record.epoch_seconds, "cumulative_seconds": cumulative,
+                     **{m: record.metrics[m] for m in metrics_of(job.task)}})
+    return rows
 
 
 def train_job(ctx: StageContext, job: Job, epochs: int, checkpoint: Path, resume_from: Path | None = None) -> dict:
@@ -55,17 +96,16 @@ def train_job(ctx: StageContext, job: Job, epochs: int, checkpoint: Path, resume
         if ctx.progress:
             ctx.progress(job.name, record.epoch, epochs, f"loss {record.train_loss:.4f}")
 
+    def start(done: int) -> None:  # the clock starts before the first epoch: its end gives a first estimate
+        if ctx.progress and done < epochs:
+            ctx.progress(job.name, done, epochs, "starting")
+
     outcome = train_to(job, settings, epochs, checkpoint, ctx.root / TMP / "checkpoints", resume_from=resume_from,
-                       log=ctx.log, on_epoch=progress, label=ctx.stage)
+                       log=ctx.log, on_start=start, on_epoch=progress, label=ctx.stage)
     ctx.notes.extend(outcome.notes)
     trainer, diverged_at = outcome.trainer, outcome.diverged_at
-    rows, cumulative = [], 0.0
-    for record in trainer.history[:epochs]:
-        cumulative += record.epoch_seconds
-        rows.append({"job": job.name, "task": job.task, "model": job.model, "epoch": record.epoch,
-                     "train_loss": record.train_loss, "val_loss": record.val_loss,
-                     "epoch_seconds": record.epoch_seconds, "cumulative_seconds": cumulative,
-                     **{m: record.metrics[m] for m in metrics_of(job.task)}})
+    rows = curve_rows(job, trainer, epochs)
+    cumulative = rows[-1]["cumulative_seconds"] if rows else 0.0
 
     model_file = ctx.staging(job.name) / "model.pt"
     torch.save(trainer.model.state_dict(), model_file)

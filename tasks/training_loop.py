@@ -95,12 +95,16 @@ def train_to(
     *,
     resume_from: Path | None = None,
     log: Callable[[str], None] = print,
+    on_start: Callable[[int], None] | None = None,
     on_epoch: Callable[[Any, Any], None] | None = None,
+    stop_when: Callable[[Any], bool] | None = None,
     label: str = "train",
 ) -> TrainedJob:
     """Train `job` to `epochs`, checkpointing to `checkpoint` after every epoch (temporaries in `scratch`).
 
-    `on_epoch(record, trainer)` runs after each epoch's checkpoint is written."""
+    `on_start(epochs_done)` runs once training is about to start (after any resume); `on_epoch(record,
+    trainer)` after each epoch's checkpoint is written; training ends early after an epoch whose record
+    `stop_when(record)` accepts."""
     import torch
 
     from qoeflow.lifecycle.training import Diverged, JobSpec, TrainingJob
@@ -129,6 +133,8 @@ def train_to(
                                        "diverged_at": outcome.diverged_at, "trainer": trainer.state_dict()}, scratch)
 
     metric = metrics_of(job.task)[0]
+    if on_start is not None:
+        on_start(trainer.epochs_done)
     while outcome.diverged_at is None and trainer.epochs_done < epochs:
         try:
             record = trainer.train_epoch()
@@ -142,6 +148,8 @@ def train_to(
         save()
         if on_epoch is not None:
             on_epoch(record, trainer)
+        if stop_when is not None and stop_when(record):
+            break
     if not checkpoint.exists():  # resumed from elsewhere with nothing left to train: keep a checkpoint of our own
         save()
     return outcome

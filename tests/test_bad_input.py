@@ -67,3 +67,23 @@ def test_unreachable_prefect_api(project):
     url = f"http://127.0.0.1:{free_port()}/api"
     message = _refused(project, "run", "--dag", "dags/smoke.yaml", env=clean_env(PREFECT_API_URL=url))
     assert f"PREFECT_API_URL={url} is unreachable" in message
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("allocate.probe_epochs=0", "allocate.probe_epochs: Input should be greater than or equal to 1 (got 0)"),
+    ("allocate.probe_epochs=9", "allocate.probe_epochs (9) must be smaller than every job's max_epochs: "
+                                "train.jobs.0 (digits-mlp) has max_epochs 9"),
+    ("allocate.replan_every=0", "allocate.replan_every: Input should be greater than or equal to 1 (got 0)"),
+])
+def test_probe_and_replan_settings(project, assignment, message):
+    assert message in _refused(project, "run", "--dag", "dags/smoke.yaml", "--set", assignment)
+
+
+def test_a_budget_below_the_probes_is_refused_before_training(project):
+    """The train stage times a few steps of each job before any trains, and refuses with the numbers."""
+    result = qoeflow("run", "--dag", "dags/smoke.yaml", "--set", "allocate.budget_seconds=0.001", cwd=project)
+    message = " ".join(result.stderr.split()) + " ".join(result.stdout.split())
+    assert result.returncode != 0
+    assert "allocate.budget_seconds (0.001 s) is less than the probes of 2 epochs would cost: about" in message
+    assert "digits-mlp" in message and "sprites-resnet" in message
+    assert not (project / "data").exists(), "no job may have trained"

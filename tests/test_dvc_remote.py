@@ -155,10 +155,10 @@ def test_a_dag_params_file_is_layered_and_tracked_by_dvc(tmp_path):
 
 def test_metrics_and_plots_show_what_the_stages_declare(project, env, tmp_path):
     metrics = json.loads(_dvc("metrics", "show", "--json", cwd=project, env=env).stdout)[""]["data"]
-    for path in ("train/jobs.json", "forecast/scores.json", "allocate/allocation.json", "continue/selection.json",
+    for path in ("train/jobs.json", "continue/scores.json", "allocate/allocation.json", "continue/selection.json",
                  "asha/asha.json"):
         assert metrics[f"data/smoke/{path}"]["data"], path
-    assert metrics["data/smoke/train/jobs.json"]["data"]["digits-mlp"]["epochs_done"] == 6
+    assert metrics["data/smoke/train/jobs.json"]["data"]["digits-mlp"]["epochs_done"] == 2
 
     html = tmp_path / "plots"
     _dvc("plots", "show", "-o", str(html), cwd=project, env=env)
@@ -175,14 +175,14 @@ def test_metrics_and_plots_show_what_the_stages_declare(project, env, tmp_path):
 def test_exp_run_sets_a_smoke_param_and_exp_show_lists_its_metrics(project, env):
     params = (project / "dags/smoke/params.yaml").read_text()
     # --temp: the experiment runs in a temporary copy and leaves the shared project's workspace as it was.
-    _dvc("exp", "run", "--temp", "dags/smoke/dvc.yaml:train", "-S", "dags/smoke/params.yaml:train.jobs.0.epochs=8",
-         "-n", "mlp-8-epochs", cwd=project, env=env)
+    _dvc("exp", "run", "--temp", "dags/smoke/dvc.yaml:train", "-S", "dags/smoke/params.yaml:allocate.probe_epochs=3",
+         "-n", "probe-3", cwd=project, env=env)
     assert (project / "dags/smoke/params.yaml").read_text() == params
     shown = _dvc("exp", "show", "--csv", "--drop", ".*", "--keep", "Experiment|digits-mlp.epochs_done",
                  cwd=project, env=env).stdout
     rows = {row["Experiment"]: row for row in csv.DictReader(io.StringIO(shown))}
-    assert rows["mlp-8-epochs"]["digits-mlp.epochs_done"] == "8" and rows[""]["digits-mlp.epochs_done"] == "6"
+    assert rows["probe-3"]["digits-mlp.epochs_done"] == "3" and rows[""]["digits-mlp.epochs_done"] == "2"
     exps = json.loads(_dvc("exp", "show", "--json", cwd=project, env=env).stdout)
-    exp = next(e for base in exps for e in base.get("experiments") or [] if e["name"] == "mlp-8-epochs")["revs"][0]
-    assert exp["data"]["params"]["dags/smoke/params.yaml"]["data"]["train"]["jobs"][0]["epochs"] == 8
+    exp = next(e for base in exps for e in base.get("experiments") or [] if e["name"] == "probe-3")["revs"][0]
+    assert exp["data"]["params"]["dags/smoke/params.yaml"]["data"]["allocate"]["probe_epochs"] == 3
     assert exp["data"]["metrics"]["data/smoke/allocate/allocation.json"]["data"]  # every metric file is listed

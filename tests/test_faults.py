@@ -152,18 +152,19 @@ def _output(project: Path, dag: str, stage: str, name: str) -> Path:
     return project / (out["path"] if isinstance(out, dict) else out)
 
 
-def _faults_dag(project: Path, stages: list[str], jobs: dict[str, int]) -> str:
-    """The smoke DAG cut down to `stages` and the training jobs `jobs` (name -> epochs), written as
-    dags/faults.yaml with its outputs under data/faults/ and its DVC file in dags/faults/."""
+def _faults_dag(project: Path, stages: list[str], jobs: list[str], probe: int) -> str:
+    """The smoke DAG cut down to `stages` and the training jobs `jobs`, whose probes (what `train` trains)
+    take `probe` epochs, written as dags/faults.yaml with its outputs under data/faults/ and its DVC file
+    in dags/faults/."""
     dag = yaml.safe_load((project / "dags/smoke.yaml").read_text().replace("data/smoke/", "data/faults/"))
     dag.update(name="faults", dvc_dir="dags/faults")
     overrides = dag.setdefault("overrides", {})
     smoke_jobs = overrides.get("train", {}).get("jobs")
     if smoke_jobs is None:  # the smoke settings live in the DAG's params file
         smoke_jobs = yaml.safe_load((project / dag["params_file"]).read_text())["train"]["jobs"]
-    kept = [dict(j, epochs=jobs[j["name"]], max_epochs=max(jobs[j["name"]], j["max_epochs"]))
-            for j in smoke_jobs if j["name"] in jobs]
+    kept = [dict(j, max_epochs=max(probe + 1, j["max_epochs"])) for j in smoke_jobs if j["name"] in jobs]
     overrides.setdefault("train", {})["jobs"] = kept
+    overrides.setdefault("allocate", {})["probe_epochs"] = probe
     dag["stages"] = {name: dag["stages"][name] for name in stages}
     (project / "dags/faults.yaml").write_text(yaml.safe_dump(dag, sort_keys=False))
     return "dags/faults.yaml"
@@ -174,7 +175,7 @@ def _faults_dag(project: Path, stages: list[str], jobs: dict[str, int]) -> str:
 def test_worker_killed_mid_training_is_retried_and_the_job_resumes_from_its_checkpoint(tmp_path):
     project = make_project(tmp_path / "p")
     epochs = 20
-    dag = _faults_dag(project, ["train"], {"digits-allcnn": epochs})
+    dag = _faults_dag(project, ["train"], ["digits-allcnn"], epochs)
     checkpoint = _output(project, dag, "train", "checkpoints") / "digits-allcnn.pt"
     run = Driver(project, ["run", "--dag", dag], tmp_path / "run.log")
     # The worker training the job names itself in the lines it logs: "(stage-item pid=N) ... epoch 1/20".
@@ -200,7 +201,7 @@ def test_worker_killed_mid_training_is_retried_and_the_job_resumes_from_its_chec
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     project = make_project(tmp_path_factory.mktemp("faults"))
-    _faults_dag(project, STAGES, {"digits-mlp": 6, "digits-allcnn": 6})
+    _faults_dag(project, STAGES, ["digits-mlp", "digits-allcnn"], 6)
     return project
 
 

@@ -86,7 +86,7 @@ def test_compress_takes_trained_jobs_and_checks_its_ranges():
     with pytest.raises(ParamsError, match=r"compress.jobs.1: 'digits-cnn' is not a training job \(train.jobs: digits-mlp, "):
         load_project(REPO, "dags/lifecycle.yaml", sets=["compress.jobs=[digits-vgg, digits-cnn]"])
     # only the sections a DAG's stages read are checked: a DAG without `compress` may train fewer jobs
-    fewer = validate_params(apply_set(_tree(), "train.jobs=[{name: a, task: digits, model: vgg, epochs: 1}]"))
+    fewer = validate_params(apply_set(_tree(), "train.jobs=[{name: a, task: digits, model: vgg, epochs: 3}]"))
     check_chosen_jobs(fewer, ["train", "forecast"])
     with pytest.raises(ParamsError, match=r"multiexit.jobs.0: 'digits-resnet' is not a training job \(train.jobs: a\)"):
         check_chosen_jobs(fewer, ["multiexit"])

@@ -24,7 +24,8 @@ from qoeflow import humanize as hz
 
 SECTIONS = [s for s in SMOKE_STAGES if s != "report"]  # the stages the report has a section for
 FIGURES = ["validation loss and metric per epoch, per job", "forecast curves with bands, per job",
-           "E_sum by method over a budget sweep", "accuracy against MACs; DMS latency against Eq. 2",
+           "E_sum by method over a budget sweep", "planned against realised epochs per job over the run",
+           "accuracy against MACs; DMS latency against Eq. 2",
            "accuracy per exit", "latency against accuracy, Pareto front",
            "convolutional caching per crowd job and clip",
            "normalised QoE against rounds, regret per method",

@@ -20,7 +20,10 @@ from qoeflow.lifecycle.qoe import PRESETS, QoEModel, QoEWeights
 
 @dataclass(frozen=True)
 class JobOutlook:
-    """What the planner knows of one job: measured times and its metric curves from base to max epochs."""
+    """What the planner knows of one job: measured times and its metric curves from base to max epochs.
+
+    `base_epochs` are done and their `seconds_spent` (default base × seconds per epoch) are sunk: they
+    count in the job's training time (the QoE's train factor) but are no longer the planner's to split."""
 
     name: str
     task: str
@@ -30,6 +33,16 @@ class JobOutlook:
     t_load: float
     t_test: float
     metrics: Mapping[str, np.ndarray]  # metric -> values at epochs base..max
+    seconds_spent: float | None = None
+
+    @property
+    def epochs(self) -> np.ndarray:
+        return np.arange(self.base_epochs, self.max_epochs + 1)
+
+    def cost(self) -> np.ndarray:
+        """Cumulative training seconds at each candidate epoch: the sunk seconds, then per-epoch seconds."""
+        spent = self.base_epochs * self.seconds_per_epoch if self.seconds_spent is None else self.seconds_spent
+        return spent + (self.epochs - self.base_epochs) * self.seconds_per_epoch
 
 
 def weights_for(spec: str | Sequence[float], metrics: Sequence[str]) -> QoEWeights:
@@ -58,8 +71,7 @@ def qoe_models(outlooks: Sequence[JobOutlook], weights: str | Sequence[float],
     for o in outlooks:
         for m in perf_metrics[o.task]:
             pooled.setdefault(m, []).append(np.asarray(o.metrics[m], float))
-        epochs = np.arange(o.base_epochs, o.max_epochs + 1)
-        pooled.setdefault("train", []).append(epochs * o.seconds_per_epoch)
+        pooled.setdefault("train", []).append(o.cost())
         pooled.setdefault("load", []).append(np.array([o.t_load]))
         pooled.setdefault("test", []).append(np.array([o.t_test]))
     scales = {}
@@ -79,12 +91,47 @@ def qoe_tables(outlooks: Sequence[JobOutlook], models: Mapping[str, QoEModel]) -
     """Per job: candidate epochs base..max, cumulative training seconds, predicted E_all."""
     tables = []
     for o in outlooks:
-        epochs = np.arange(o.base_epochs, o.max_epochs + 1)
-        cost = epochs * o.seconds_per_epoch
+        epochs, cost = o.epochs, o.cost()
         metrics = {m: np.maximum(np.asarray(v, float), 0.0) for m, v in o.metrics.items()}
         qoe = models[o.task].score(metrics, cost, o.t_load, o.t_test)
         tables.append(JobTable(o.name, epochs, cost, np.broadcast_to(qoe, epochs.shape)))
     return tables
+
+
+def models_from_doc(model_doc: Mapping) -> dict[str, QoEModel]:
+    """The QoE model per task that a plan recorded (its weights and scales), to score later plans alike."""
+    return {task: QoEModel(weights, model_doc["scales"], higher_is_better())
+            for task, weights in model_doc["weights"].items()}
+
+
+def replan(outlooks: Sequence[JobOutlook], models: Mapping[str, QoEModel], budget: float, method: str = "exact",
+           seed: int = 0) -> tuple[Plan, list[JobTable]]:
+    """A new plan from where the jobs are: each outlook starts at the epochs a job has done (a job that may
+    not train on has base = max), the seconds spent so far are sunk, and only `budget` − spent is split.
+    When the jobs have already spent the whole budget, every job stops where it is."""
+    tables = qoe_tables(outlooks, models)
+    return allocate(tables, max(float(budget), base_cost(tables)), method, seed=seed), tables
+
+
+def reasons(tables: Sequence[JobTable], epochs: Mapping[str, int]) -> dict[str, str]:
+    """Why each job got the epochs a plan gave it, in words (gains in predicted E_all over stopping now)."""
+    out = {}
+    for t in tables:
+        target = epochs[t.name]
+        now = float(t.qoe[0])
+        if len(t.epochs) == 1:
+            out[t.name] = "closed: stopped earlier or at its max epochs"
+        elif target > t.epochs[0]:
+            j = int(np.flatnonzero(t.epochs == target)[0])
+            out[t.name] = (f"funded: {target - int(t.epochs[0])} more epochs ({t.cost_seconds[j] - t.cost_seconds[0]:.3g} s) "
+                           f"for {float(t.qoe[j]) - now:+.4f} E_all")
+        else:
+            best = int(np.argmax(t.qoe))
+            gain = float(t.qoe[best]) - now
+            out[t.name] = ("stopped: no further epochs raise its forecast E_all" if gain <= 0 else
+                           f"stopped: its best {gain:+.4f} E_all ({int(t.epochs[best]) - int(t.epochs[0])} more epochs, "
+                           f"{t.cost_seconds[best] - t.cost_seconds[0]:.3g} s) is worth less than what the budget left buys elsewhere")
+    return out
 
 
 def score_job(model_doc: Mapping, task: str, metrics: Mapping[str, float], train_s: float, t_load: float,
@@ -95,10 +142,8 @@ def score_job(model_doc: Mapping, task: str, metrics: Mapping[str, float], train
 
 
 def default_budget(tables: Sequence[JobTable], fraction: float) -> float:
-    """Base cost plus `fraction` of the extra seconds it would take to train every job to its max."""
-    base = base_cost(tables)
-    full = float(sum(t.cost_seconds[-1] for t in tables))
-    return base + fraction * (full - base)
+    """`fraction` of the seconds it would take to train every job to its max epochs (sunk seconds included)."""
+    return fraction * float(sum(t.cost_seconds[-1] for t in tables))
 
 
 def plan_doc(plan: Plan) -> dict:

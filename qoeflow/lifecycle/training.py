@@ -5,6 +5,13 @@ The task family (qoeflow.families) gives the kind of task. Losses: cross-entropy
 (digits); for density maps (crowd) the squared error of the density map summed over its
 pixels and averaged over images (MCNN's Euclidean loss, O(1) for these maps). Crowd metrics use the
 per-image count (the map's sum): ``mae`` = mean |error|, ``mse`` = mean error² (no square root).
+
+Density jobs only (benchmarks/results/crowd.md): training images are mirrored at random (left-right and
+top-bottom, maps with them), and after each epoch every BatchNorm's running statistics are recomputed over
+the train images with the epoch's final weights ("precise BN"). The count is a sum over the whole map, so
+the small lag of BatchNorm's moving averages behind moving weights shifted eval-mode counts by up to ±30
+heads from one epoch to the next; recomputed, eval counts track train-mode ones.
+
 Determinism: the model is initialised from ``seed``; each epoch runs under a torch seed derived from
 (``seed``, epoch), so a resumed job reproduces an uninterrupted one without saving RNG states.
 """
@@ -28,6 +35,8 @@ from qoeflow.models import build_model
 OPTIMIZERS = ("adam", "sgd")
 KINDS = ("classification", "density")
 EVAL_BATCH = 256
+RECALIBRATION_BATCH = 64  # density jobs re-estimate BatchNorm statistics in batches this size (one of 256 ran
+                          # slower on CPU than four of 64; half the train images made test counts worse)
 
 
 @dataclass
@@ -134,9 +143,12 @@ class TrainingJob:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_seed_for(self.spec.seed, epoch))
             order = torch.randperm(len(x))
+            flips = self._flips(len(x))
             for i in range(0, len(x), self.spec.batch_size):
                 idx = order[i:i + self.spec.batch_size]
                 xb, yb = x[idx].to(self.device), y[idx].to(self.device)
+                if flips is not None:
+                    xb, yb = _flip(xb, yb, flips[idx].to(self.device))
                 loss = self.loss(self.model(xb), yb)
                 value = loss.item()
                 if not math.isfinite(value):
@@ -146,6 +158,8 @@ class TrainingJob:
                 self.optimizer.step()
                 total += value * len(idx)
                 seen += len(idx)
+        if self.kind == "density":
+            self._recalibrate_batchnorm()
         val_loss, metrics = self._evaluate(self.split.x_val, self.split.y_val)
         if not math.isfinite(val_loss):
             raise Diverged(epoch, val_loss, where="val")
@@ -153,6 +167,33 @@ class TrainingJob:
         self.epochs_done = epoch
         self.history.append(record)
         return record
+
+    def _flips(self, n: int) -> torch.Tensor | None:
+        """Density maps only: per training image, whether to mirror it left-right and top-bottom ((n, 2) bool),
+        drawn from the epoch's seeded stream after the shuffle; None for classification (digits do not mirror)."""
+        if self.kind != "density":
+            return None
+        return torch.rand(n, 2) < 0.5
+
+    @torch.no_grad()
+    def _recalibrate_batchnorm(self) -> None:
+        """Recompute every BatchNorm's running statistics over the (unaugmented) train images with this
+        epoch's final weights ("precise BN"), in place of the moving averages gathered while the weights moved."""
+        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches below
+        x = self.split.x_train
+        self.model.train()
+        try:
+            for i in range(0, len(x), RECALIBRATION_BATCH):
+                self.model(x[i:i + RECALIBRATION_BATCH].to(self.device))
+        finally:
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
 
     def run(self, epochs: int | None = None, callback=None) -> list[EpochRecord]:
         """Train until ``epochs`` (default ``spec.epochs``) are done; ``callback(record)`` after each epoch."""
@@ -209,6 +250,14 @@ class TrainingJob:
         self.history = [EpochRecord(**r) for r in state["history"]]
 
 
+def _flip(x: torch.Tensor, y: torch.Tensor, flips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mirror images and their density maps together: ``flips[:, 0]`` left-right, ``flips[:, 1]`` top-bottom."""
+    for column, dim in ((0, -1), (1, -2)):
+        mask = flips[:, column].view(-1, 1, 1, 1)
+        x, y = torch.where(mask, x.flip(dim), x), torch.where(mask, y.flip(dim), y)
+    return x, y
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -239,3 +288,29 @@ def test_latency(model: nn.Module, x: torch.Tensor, repeats: int = 5, n_images: 
     finally:
         model.train(was_training)
     return statistics.median(times)
+
+
+def estimate_epoch_seconds(job: TrainingJob, steps: int = 3) -> float:
+    """Seconds one epoch of `job` would take: `steps` timed training steps (after one untimed) on a copy of
+    its model and optimiser, scaled to the epoch's batches, plus one timed validation pass. The job itself
+    is left untouched."""
+    model, optimizer = copy.deepcopy(job.model), copy.deepcopy(job.optimizer)
+    optimizer.param_groups[0]["params"] = list(model.parameters())  # the copy steps the copied model
+    optimizer.state.clear()
+    x, y, batch = job.split.x_train, job.split.y_train, job.spec.batch_size
+    times = []
+    model.train()
+    for i in range(steps + 1):
+        start = time.perf_counter()
+        xb, yb = x[:batch].to(job.device), y[:batch].to(job.device)
+        loss = job.loss(model(xb), yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        _sync(job.device)
+        times.append(time.perf_counter() - start)
+    batches = math.ceil(len(x) / batch)
+    start = time.perf_counter()
+    with torch.no_grad():
+        job.evaluate(job.split.x_val, job.split.y_val)  # evaluation changes no weight
+    return statistics.median(times[1:]) * batches + (time.perf_counter() - start)

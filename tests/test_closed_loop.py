@@ -1,0 +1,65 @@
+"""The closed loop's planning: sunk seconds are not the planner's to split, a spent budget stops every job,
+and each plan says why; an iterating stage's rounds are checked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qoeflow.lifecycle.planning import JobOutlook, QoEModel, replan, reasons
+from qoeflow.lifecycle.qoe import QoEWeights
+
+MODEL = {"digits": QoEModel(QoEWeights({"error": 0.8, "train": 0.1, "load": 0.05, "test": 0.05}),
+                            {"error": 0.05, "train": 10.0, "load": 0.01, "test": 0.001})}
+
+
+def _outlook(name: str, done: int, spent: float, per_epoch: float = 1.0, top: int = 12) -> JobOutlook:
+    epochs = np.arange(done, top + 1)
+    error = 0.02 + 0.3 / epochs  # keeps improving: every epoch is worth buying when affordable
+    return JobOutlook(name, "digits", done, top, per_epoch, 0.01, 0.001, {"error": error}, seconds_spent=spent)
+
+
+def _extra(plan, outlooks) -> float:
+    return sum((plan.epochs[o.name] - o.base_epochs) * o.seconds_per_epoch for o in outlooks)
+
+
+def test_a_replan_splits_only_what_the_jobs_have_not_spent():
+    budget = 14.0
+    outlooks = [_outlook("a", 4, spent=8.0), _outlook("b", 2, spent=2.0)]
+    plan, tables = replan(outlooks, MODEL, budget)
+    assert _extra(plan, outlooks) <= budget - 10.0 + 1e-9  # 4 s left: the 10 s already spent are sunk
+    assert _extra(plan, outlooks) == pytest.approx(4.0)  # and what is left is spent (every epoch pays here)
+    assert plan.seconds_used <= budget + 1e-9
+    unspent = [_outlook("a", 4, spent=0.0), _outlook("b", 2, spent=0.0)]
+    assert _extra(replan(unspent, MODEL, budget)[0], unspent) > 4.0  # had nothing been spent, it would buy more
+    assert [float(t.cost_seconds[0]) for t in tables] == [8.0, 2.0]  # E_all counts the sunk seconds all the same
+
+
+def test_a_spent_budget_stops_every_job():
+    outlooks = [_outlook("a", 4, spent=9.0), _outlook("b", 2, spent=6.0)]
+    plan, tables = replan(outlooks, MODEL, 12.0)
+    assert plan.epochs == {"a": 4, "b": 2}
+    assert all(r.startswith("stopped: its best") for r in reasons(tables, plan.epochs).values())
+
+
+def test_reasons_name_what_a_job_gets_and_why():
+    outlooks = [_outlook("a", 4, spent=4.0), _outlook("b", 2, spent=2.0, top=2), _outlook("c", 3, spent=3.0)]
+    plan, tables = replan(outlooks, MODEL, 11.0)
+    why = reasons(tables, plan.epochs)
+    assert why["b"] == "closed: stopped earlier or at its max epochs"
+    funded = [n for n in "ac" if plan.epochs[n] > {"a": 4, "c": 3}[n]]
+    assert funded and all(why[n].startswith(f"funded: {plan.epochs[n] - {'a': 4, 'c': 3}[n]} more epochs") for n in funded)
+
+
+def test_an_iterating_stage_may_only_ask_for_its_own_items():
+    import flows  # noqa: F401  (registers the asha task that the smoke DAG names)
+    from conftest import REPO
+    from tasks.context import StageError
+    from tasks.runner import load_project, make_context, next_round
+
+    dag, tree, params = load_project(REPO, "dags/smoke.yaml")
+    ctx = make_context(REPO, dag, "continue", tree, params)
+    assert next_round(ctx, {"again": [0, 3]}) == [0, 3]
+    assert next_round(ctx, {"outputs": []}) == []
+    with pytest.raises(StageError, match=r"asked to run items \[4\] again; it has items 0..3"):
+        next_round(ctx, {"again": [4]})
