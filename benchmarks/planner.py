@@ -92,8 +92,8 @@ def main() -> None:
     asha = {}
     for label, path in (("default (lifecycle)", project / "data/asha/asha.json"),
                         ("smoke", project.parent / "smoke0" / "data/smoke/asha/asha.json")):
-        if path.exists():
-            doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text()) if path.exists() else {}
+        if "peers" in doc:  # a run of this version (older runs had ASHA alone)
             asha[label] = {"budget_seconds": doc["budget_seconds"], "planner": doc["planner"],
                            "peers": {name: {"E_sum": p["E_sum"], "training_seconds": p["training_seconds"],
                                             "wall_seconds": p["wall_seconds"],
