@@ -119,8 +119,8 @@ class AllocateParams(_Strict):
     replan_every: int = Field(2, ge=1, le=10_000, description="epochs between re-plans in the continue stage")
     budget_seconds: float | None = Field(None, gt=0, description="total training seconds, probes included; "
                                                                  "default from budget_fraction")
-    budget_fraction: float = Field(0.4, gt=0, le=1, description="share of the seconds it would take to train "
-                                                                "every job to its max_epochs")
+    budget_fraction: float = Field(0.4, ge=0, le=1, description="the probes' seconds plus this share of what "
+                                                                 "training every job on to its max_epochs would add")
     methods: list[Literal[ALLOCATION_METHODS]] = list(ALLOCATION_METHODS)  # type: ignore[valid-type]
     chosen: Literal[ALLOCATION_METHODS] = "exact"  # type: ignore[valid-type]
     sweep_points: int = Field(8, ge=2, le=100)

@@ -103,11 +103,10 @@ def run(ctx: StageContext) -> dict:
         models, model_doc = qoe_models(outlook, qoe.weights, qoe.metrics)
         tables = qoe_tables(outlook, models)
         budget = settings.budget_seconds or default_budget(tables, settings.budget_fraction)
-        if budget < base_cost(tables):
-            key = "budget_seconds" if settings.budget_seconds else f"budget_fraction ({settings.budget_fraction})"
+        if budget < base_cost(tables):  # only an explicit budget can be (the default adds to what is sunk)
             spent = ", ".join(f"{t.name} {t.cost_seconds[0]:.3g} s" for t in tables)
-            raise ValueError(f"allocate.{key}: a budget of {budget:.6g} s is less than the probes already cost "
-                             f"({base_cost(tables):.6g} s: {spent})")
+            raise ValueError(f"allocate.budget_seconds: a budget of {budget:.6g} s is less than the probes already "
+                             f"cost ({base_cost(tables):.6g} s: {spent})")
         doc = allocation_document(tables, budget, settings.methods, settings.chosen, model_doc,
                                   seed=settings.seed, sweep_points=settings.sweep_points,
                                   predicted_metrics={o.name: o.metrics for o in outlook})

@@ -133,7 +133,7 @@ def test_a_dag_params_file_is_layered_and_tracked_by_dvc(tmp_path):
     dag = parse_dag((project / "dags/smoke.yaml").read_text(), "dags/smoke.yaml")
     assert dag.params_file == "dags/smoke/params.yaml"
     train = to_dvc(dag, {}, {})["stages"]["train"]
-    assert train["params"] == ["train", {"dags/smoke/params.yaml": []}] and "dags/smoke.yaml" not in train["deps"]
+    assert train["params"] == ["train", "allocate.probe_epochs", {"dags/smoke/params.yaml": []}] and "dags/smoke.yaml" not in train["deps"]
 
     text = (project / "dags/smoke.yaml").read_text()
     (project / "dags/layered.yaml").write_text(text + "overrides:\n  report: {title: inline}\n")

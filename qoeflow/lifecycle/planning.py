@@ -142,8 +142,10 @@ def score_job(model_doc: Mapping, task: str, metrics: Mapping[str, float], train
 
 
 def default_budget(tables: Sequence[JobTable], fraction: float) -> float:
-    """`fraction` of the seconds it would take to train every job to its max epochs (sunk seconds included)."""
-    return fraction * float(sum(t.cost_seconds[-1] for t in tables))
+    """The seconds already spent (the tables' base cost) plus `fraction` of what training every job on to
+    its max epochs would add: never less than what is sunk."""
+    base = base_cost(tables)
+    return base + fraction * (float(sum(t.cost_seconds[-1] for t in tables)) - base)
 
 
 def plan_doc(plan: Plan) -> dict:
