@@ -16,7 +16,9 @@ from __future__ import annotations
 import pandas as pd
 
 from qoeflow.lifecycle.forecasting import BACKTEST_COLUMNS, backtest_table, forecast_table, summarise_scores
-from qoeflow.lifecycle.planning import JobOutlook, models_from_doc, reasons, replan, score_job, tables_from_document
+from qoeflow.lifecycle.planning import (
+    JobOutlook, models_from_doc, outside_band, reasons, replan, score_job, tables_from_document,
+)
 from qoeflow.params import Job
 from tasks.context import TMP, StageContext, StageError, remove_path
 from tasks.train import curve_rows, gathered, train_job
@@ -84,15 +86,13 @@ def run_job(ctx: StageContext, item: dict) -> dict:
     band, left = mine["band"], {}
 
     def outside(record) -> bool:
-        if band is None or record.epoch not in band["epochs"]:
-            return False
-        i, value = band["epochs"].index(record.epoch), record.metrics[band["metric"]]
-        if band["lower"][i] <= value <= band["upper"][i]:
-            return False
-        left["epoch"] = record.epoch
-        ctx.log(f"continue[{job.name}]: {band['metric']} {value:.4g} at epoch {record.epoch} left its forecast band "
-                f"[{band['lower'][i]:.4g}, {band['upper'][i]:.4g}]; re-planning")
-        return True
+        value = record.metrics[band["metric"]] if band else 0.0
+        bounds = outside_band(band, record.epoch, value)
+        if bounds is not None:
+            left["epoch"] = record.epoch
+            ctx.log(f"continue[{job.name}]: {band['metric']} {value:.4g} at epoch {record.epoch} left its forecast "
+                    f"band [{bounds[0]:.4g}, {bounds[1]:.4g}]; re-planning")
+        return bounds is not None
 
     def progress(record, trainer) -> None:
         if ctx.progress:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qoeflow.lifecycle.planning import JobOutlook, QoEModel, replan, reasons
+from qoeflow.lifecycle.planning import JobOutlook, QoEModel, outside_band, reasons, replan
 from qoeflow.lifecycle.qoe import QoEWeights
 
 MODEL = {"digits": QoEModel(QoEWeights({"error": 0.8, "train": 0.1, "load": 0.05, "test": 0.05}),
@@ -49,6 +49,13 @@ def test_reasons_name_what_a_job_gets_and_why():
     assert why["b"] == "closed: stopped earlier or at its max epochs"
     funded = [n for n in "ac" if plan.epochs[n] > {"a": 4, "c": 3}[n]]
     assert funded and all(why[n].startswith(f"funded: {plan.epochs[n] - {'a': 4, 'c': 3}[n]} more epochs") for n in funded)
+
+
+def test_a_value_outside_its_forecast_band_is_caught_at_its_epoch():
+    band = {"metric": "error", "epochs": [2, 3, 4], "lower": [0.3, 0.2, 0.1], "upper": [0.3, 0.4, 0.3]}
+    assert outside_band(band, 3, 0.25) is None and outside_band(band, 4, 0.1) is None  # inside, bounds included
+    assert outside_band(band, 3, 0.45) == (0.2, 0.4) and outside_band(band, 4, 0.05) == (0.1, 0.3)
+    assert outside_band(band, 5, 9.0) is None and outside_band(None, 3, 9.0) is None  # no band there: no verdict
 
 
 def test_an_iterating_stage_may_only_ask_for_its_own_items():

@@ -24,6 +24,16 @@ def test_resumes_from_its_checkpoint_and_says_so(tmp_path):
     assert [r.epoch for r in again.trainer.history] == [1, 2, 3, 4]
 
 
+def test_training_ends_after_the_epoch_stop_when_accepts_and_says_where_it_started(tmp_path):
+    job, settings, checkpoint, scratch = _setup(tmp_path)
+    started: list[int] = []
+    outcome = train_to(job, settings, 5, checkpoint, scratch, log=lambda m: None, on_start=started.append,
+                       stop_when=lambda record: record.epoch == 2)
+    assert outcome.trainer.epochs_done == 2 and started == [0]
+    again = train_to(job, settings, 5, checkpoint, scratch, log=lambda m: None, on_start=started.append)
+    assert again.trainer.epochs_done == 5 and started == [0, 2]  # resumed from the epoch it stopped at
+
+
 def test_a_truncated_checkpoint_is_reported_and_training_restarts(tmp_path):
     job, settings, checkpoint, scratch = _setup(tmp_path)
     train_to(job, settings, 2, checkpoint, scratch, log=lambda m: None)

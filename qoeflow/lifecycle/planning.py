@@ -113,6 +113,16 @@ def replan(outlooks: Sequence[JobOutlook], models: Mapping[str, QoEModel], budge
     return allocate(tables, max(float(budget), base_cost(tables)), method, seed=seed), tables
 
 
+def outside_band(band: Mapping | None, epoch: int, value: float) -> tuple[float, float] | None:
+    """The band `(lower, upper)` at `epoch` when `value` lies outside it, else None (also without a band or
+    when the band does not reach `epoch`). `band`: {"epochs", "lower", "upper"} lists, as a plan records it."""
+    if band is None or epoch not in band["epochs"]:
+        return None
+    i = list(band["epochs"]).index(epoch)
+    low, high = float(band["lower"][i]), float(band["upper"][i])
+    return None if low <= value <= high else (low, high)
+
+
 def reasons(tables: Sequence[JobTable], epochs: Mapping[str, int]) -> dict[str, str]:
     """Why each job got the epochs a plan gave it, in words (gains in predicted E_all over stopping now)."""
     out = {}
