@@ -159,7 +159,7 @@ class TrainingJob:
                 total += value * len(idx)
                 seen += len(idx)
         if self.kind == "density":
-            self._recalibrate_batchnorm()
+            recalibrate_batchnorm(self.model, self.split.x_train, self.device)
         val_loss, metrics = self._evaluate(self.split.x_val, self.split.y_val)
         if not math.isfinite(val_loss):
             raise Diverged(epoch, val_loss, where="val")
@@ -174,26 +174,6 @@ class TrainingJob:
         if self.kind != "density":
             return None
         return torch.rand(n, 2) < 0.5
-
-    @torch.no_grad()
-    def _recalibrate_batchnorm(self) -> None:
-        """Recompute every BatchNorm's running statistics over the (unaugmented) train images with this
-        epoch's final weights ("precise BN"), in place of the moving averages gathered while the weights moved."""
-        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if not norms:
-            return
-        momenta = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the batches below
-        x = self.split.x_train
-        self.model.train()
-        try:
-            for i in range(0, len(x), RECALIBRATION_BATCH):
-                self.model(x[i:i + RECALIBRATION_BATCH].to(self.device))
-        finally:
-            for m, momentum in zip(norms, momenta):
-                m.momentum = momentum
 
     def run(self, epochs: int | None = None, callback=None) -> list[EpochRecord]:
         """Train until ``epochs`` (default ``spec.epochs``) are done; ``callback(record)`` after each epoch."""
@@ -250,6 +230,28 @@ class TrainingJob:
         self.history = [EpochRecord(**r) for r in state["history"]]
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, device: torch.device) -> None:
+    """Recompute every BatchNorm's running statistics of `model` over the images `x` with its current weights
+    ("precise BN"), in place of the moving averages gathered while the weights moved."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    was_training = model.training
+    model.train()
+    try:
+        for i in range(0, len(x), RECALIBRATION_BATCH):
+            model(x[i:i + RECALIBRATION_BATCH].to(device))
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+
+
 def _flip(x: torch.Tensor, y: torch.Tensor, flips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mirror images and their density maps together: ``flips[:, 0]`` left-right, ``flips[:, 1]`` top-bottom."""
     for column, dim in ((0, -1), (1, -2)):
@@ -292,8 +294,8 @@ def test_latency(model: nn.Module, x: torch.Tensor, repeats: int = 5, n_images: 
 
 def estimate_epoch_seconds(job: TrainingJob, steps: int = 3) -> float:
     """Seconds one epoch of `job` would take: `steps` timed training steps (after one untimed) on a copy of
-    its model and optimiser, scaled to the epoch's batches, plus one timed validation pass. The job itself
-    is left untouched."""
+    its model and optimiser, scaled to the epoch's batches, plus one timed validation pass (and, for density
+    jobs, the copy's BatchNorm recalibration). The job itself is left untouched."""
     model, optimizer = copy.deepcopy(job.model), copy.deepcopy(job.optimizer)
     optimizer.param_groups[0]["params"] = list(model.parameters())  # the copy steps the copied model
     optimizer.state.clear()
@@ -311,6 +313,8 @@ def estimate_epoch_seconds(job: TrainingJob, steps: int = 3) -> float:
         times.append(time.perf_counter() - start)
     batches = math.ceil(len(x) / batch)
     start = time.perf_counter()
+    if job.kind == "density":  # what a density epoch does after its steps, on the copy
+        recalibrate_batchnorm(model, x, job.device)
     with torch.no_grad():
         job.evaluate(job.split.x_val, job.split.y_val)  # evaluation changes no weight
     return statistics.median(times[1:]) * batches + (time.perf_counter() - start)
