@@ -59,7 +59,7 @@ class _TrainingBudget(Stopper):
         return sum(self.spent.values()) >= self.budget
 
 
-def _schedulers():
+def schedulers():
     """Peer name -> its Tune scheduler given the largest max epochs (`asha.peers` chooses among them)."""
     from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler
 
@@ -75,7 +75,7 @@ def _run_peer(name: str, configs: list[dict], budget: float, max_t: int, storage
     tuner = tune.Tuner(
         tune.with_resources(_trainable, {"cpu": 1}),
         param_space={"job_config": tune.grid_search([{**c, "storage": str(storage)} for c in configs])},
-        tune_config=tune.TuneConfig(metric="qoe", mode="max", scheduler=_schedulers()[name](max_t),
+        tune_config=tune.TuneConfig(metric="qoe", mode="max", scheduler=schedulers()[name](max_t),
                                     max_concurrent_trials=1,
                                     trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
         run_config=tune.RunConfig(storage_path=str(storage), name=name, verbose=0, stop=_TrainingBudget(budget)),

@@ -70,3 +70,10 @@ def test_an_iterating_stage_may_only_ask_for_its_own_items():
     assert next_round(ctx, {"outputs": []}) == []
     with pytest.raises(StageError, match=r"asked to run items \[4\] again; it has items 0..3"):
         next_round(ctx, {"again": [4]})
+
+
+def test_the_peers_params_accept_are_the_schedulers_the_stage_has():
+    from flows.asha import schedulers
+    from qoeflow.params import PEERS
+
+    assert set(PEERS) == set(schedulers())

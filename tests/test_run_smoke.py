@@ -173,3 +173,22 @@ def test_a_truncated_checkpoint_is_reported_and_the_job_trains_from_scratch(proj
     assert "train[digits-allcnn] resuming from epoch 2 checkpoint" in output
     curves = pd.read_csv(project / "data/smoke/train/curves.csv")
     assert curves[curves["job"] == "digits-mlp"]["epoch"].tolist() == [1, 2]
+
+
+def test_hyperband_runs_as_a_peer_with_the_same_budget(project, first_run):
+    """`asha.peers` picks the Tune schedulers; the lifecycle runs HyperBand beside ASHA (the smoke DAG only
+    ASHA, for time), so it is run here once, on the smoke jobs."""
+    params = project / "dags/smoke/params.yaml"
+    text = params.read_text()
+    params.write_text(text.replace("  peers: [asha]  ", "  peers: [hyperband]  "))
+    try:
+        result = qoeflow("stage", "asha", *SMOKE, cwd=project, timeout=600)
+    finally:
+        params.write_text(text)
+    assert result.returncode == 0, result.stderr[-3000:]
+    asha = json.loads((project / "data/smoke/asha/asha.json").read_text())
+    assert list(asha["peers"]) == ["hyperband"]
+    peer = asha["peers"]["hyperband"]
+    jobs = {j["name"]: j for j in yaml.safe_load(text)["train"]["jobs"]}
+    assert peer["E_sum"] > 0 and peer["training_seconds"] > 0 and set(peer["jobs"]) <= set(jobs)
+    assert all(0 <= j["epochs"] <= jobs[name]["max_epochs"] for name, j in peer["jobs"].items())
