@@ -41,6 +41,7 @@ class JobStats(_Doc):
     epochs_done: int = Field(ge=0)
     train_seconds: float = Field(ge=0)
     test_metrics: dict[str, float]
+    epoch0: dict[str, float] | None = None  # validation loss and metrics of the model as initialised (epoch 0)
 
     @model_validator(mode="after")
     def _consistent(self) -> "JobStats":

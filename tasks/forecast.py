@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from qoeflow.lifecycle.forecasting import forecast_table
+from qoeflow.lifecycle.forecasting import forecast_table, with_start
 from tasks.context import StageContext, StageError
 
 
@@ -46,6 +46,7 @@ def run(ctx: StageContext) -> dict:
         rows = curves[(curves["task"] == task) & curves["job"].isin(completed)]
         if rows.empty:
             continue
+        rows = with_start(rows, {name: jobs[name].get("epoch0") for name in completed})
         for metric in metrics:
             ctx.log(f"forecast: {task} {metric} ({rows['job'].nunique()} jobs, method {settings.method})")
             try:

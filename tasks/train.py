@@ -87,7 +87,7 @@ def train_job(ctx: StageContext, job: Job, epochs: int, checkpoint: Path, resume
     stats (what `jobs.json` holds for it) for the gather step."""
     import torch
 
-    from qoeflow.lifecycle.training import test_latency
+    from qoeflow.lifecycle.training import JobSpec, test_latency, untrained_validation
     from qoeflow.models import count_macs, count_params, input_shape
 
     settings = ctx.params.train
@@ -127,6 +127,7 @@ def train_job(ctx: StageContext, job: Job, epochs: int, checkpoint: Path, resume
         "epochs_done": trainer.epochs_done,
         "train_seconds": cumulative,
         "test_metrics": {k: float(v) for k, v in test_metrics.items()},
+        "epoch0": untrained_validation(JobSpec(**job.model_dump(exclude={"max_epochs"})), split),
     }
     return {"job": job.name, "status": stats["status"], "epochs_done": trainer.epochs_done, "curve": rows,
             "stats": stats, "model_file": str(model_file), "notes": list(ctx.notes)}

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import qoeflow
 from qoeflow.lifecycle.curves import forecast, forecast_many
-from qoeflow.lifecycle.forecasting import backtest_table, band_coverage, forecast_table
+from qoeflow.lifecycle.forecasting import backtest_table, band_coverage, forecast_table, with_start
 
 SINGLE = ["last", "parametric", "combo"]
 
@@ -93,3 +93,17 @@ def test_cli_refuses_a_repeated_epoch_naming_the_job(tmp_path):
     result = qoeflow("forecast", str(path), "--metric", "loss", "--to", "10", cwd=tmp_path)
     assert result.returncode == 2 and "job 'z': epochs must be strictly increasing" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_one_epoch_curve_is_forecast_from_its_start_and_longer_curves_are_left_alone():
+    curves = pd.DataFrame({"job": ["short", "long", "long"], "task": "digits", "epoch": [1, 1, 2],
+                           "error": [0.4, 0.5, 0.3]})
+    starts = {"short": {"error": 0.9, "val_loss": 2.3}, "long": {"error": 0.9, "val_loss": 2.3}}
+    with pytest.raises(ValueError, match="job 'short': 1 observed point"):
+        forecast_table(curves, "error", 5, method="parametric")
+    full = with_start(curves, starts)
+    assert full[full["job"] == "short"].sort_values("epoch")["error"].tolist() == [0.9, 0.4]
+    assert full[full["job"] == "long"]["epoch"].tolist() == [1, 2]
+    table = forecast_table(full, "error", 5, method="parametric")
+    short = table[table["job"] == "short"]
+    assert short["epoch"].tolist() == [2, 3, 4, 5] and (short["predicted"] <= 0.4).all()

@@ -9,7 +9,8 @@ import torch
 
 from qoeflow.data.crowd import crowd_split
 from qoeflow.data.digits import digits_split
-from qoeflow.lifecycle.training import Diverged, JobSpec, TrainingJob, test_latency as latency
+from qoeflow.lifecycle.training import Diverged, JobSpec, TrainingJob, untrained_validation
+from qoeflow.lifecycle.training import test_latency as latency
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +128,14 @@ def test_latency_single_images_in_eval_mode():
     assert len(calls) == 4 * (1 + 3) and set(calls) == {(1, False, False)}
     assert model.training
 
+
+
+def test_epoch_0_is_the_seeded_model_before_any_training(digits):
+    spec = JobSpec("d", "digits", "mlp", epochs=1, lr=2e-3, batch_size=32, seed=3)
+    start = untrained_validation(spec, digits, device="cpu")
+    assert start == untrained_validation(spec, digits, device="cpu")  # the seed fixes the initial weights
+    assert set(start) == {"val_loss", "accuracy", "error"} and start["error"] > 0.6  # about chance on 10 classes
+    job = TrainingJob(spec, digits, threads=1, device="cpu")
+    assert job.evaluate(digits.x_val, digits.y_val)["error"] == start["error"]
+    record = job.train_epoch()
+    assert record.val_loss < start["val_loss"] and record.metrics["error"] < start["error"]

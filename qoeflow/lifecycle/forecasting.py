@@ -63,6 +63,20 @@ def require_columns(curves: pd.DataFrame, columns: Iterable[str]) -> None:
         raise ValueError(f"column(s) {missing} absent (columns: {list(curves.columns)})")
 
 
+def with_start(curves: pd.DataFrame, starts: Mapping[str, Mapping[str, float] | None]) -> pd.DataFrame:
+    """`curves` with an epoch-0 row (the untrained model's values, `starts[job]`) before every job that has
+    fewer than MIN_POINTS epochs: a one-epoch probe is forecast from where its curve started and its first
+    epoch. Longer curves are left as they are (their own epochs say more about the rest than the start)."""
+    counts = curves.groupby("job")["epoch"].count()
+    short = [job for job, n in counts.items() if n < MIN_POINTS and starts.get(job)]
+    if not short:
+        return curves
+    first = curves[curves["job"].isin(short)].sort_values("epoch").groupby("job", sort=False).head(1)
+    rows = [{**row, "epoch": 0, **{k: v for k, v in starts[row["job"]].items() if k in curves.columns}}
+            for row in first.to_dict(orient="records")]
+    return pd.concat([pd.DataFrame(rows, columns=curves.columns), curves], ignore_index=True)
+
+
 def forecast_table(
     curves: pd.DataFrame,
     metric: str,

@@ -230,6 +230,14 @@ class TrainingJob:
         self.history = [EpochRecord(**r) for r in state["history"]]
 
 
+def untrained_validation(spec: JobSpec, split: Split, device: str | None = None) -> dict[str, float]:
+    """Validation loss and metrics of the job's model as its seed initialises it: where its learning curve
+    starts (epoch 0), what a one-epoch probe is forecast from besides its first epoch."""
+    job = TrainingJob(spec, split, device=device)
+    val_loss, metrics = job._evaluate(split.x_val, split.y_val)
+    return {"val_loss": float(val_loss), **{k: float(v) for k, v in metrics.items()}}
+
+
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, device: torch.device) -> None:
     """Recompute every BatchNorm's running statistics of `model` over the images `x` with its current weights
