@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from qoeflow.lifecycle.forecasting import BACKTEST_COLUMNS, backtest_table, forecast_table, summarise_scores
+from qoeflow.lifecycle.forecasting import BACKTEST_COLUMNS, backtest_table, forecast_table, summarise_scores, with_start
 from qoeflow.lifecycle.planning import (
     JobOutlook, models_from_doc, outside_band, reasons, replan, score_job, tables_from_document,
 )
@@ -119,6 +119,8 @@ def _outlooks(ctx: StageContext, state: dict) -> list[JobOutlook]:
         job["open"] = job["open"] and job["done"] < job["max_epochs"]
     open_jobs = {n: j for n, j in state["jobs"].items() if j["open"]}
     curves = pd.DataFrame([row for j in open_jobs.values() for row in j["curve"]])
+    if not curves.empty:
+        curves = with_start(curves, {n: jobs_stats[n].get("epoch0") for n in open_jobs})
     forecasts = []
     for task in sorted({j["task"] for j in open_jobs.values()}):
         rows = curves[curves["task"] == task]
@@ -216,9 +218,15 @@ def _backtest(ctx: StageContext, curves: pd.DataFrame) -> tuple[pd.DataFrame, di
     score_table = pd.concat(scores, ignore_index=True) if scores else pd.DataFrame(
         columns=["job", "metric", "method", "used", "last_epoch_abs_error"])
     backtest = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=BACKTEST_COLUMNS)
-    doc = {"frac": settings.backtest_frac, "summary": summarise_scores(score_table).to_dict(orient="records"),
-           "per_job": score_table.to_dict(orient="records")}
-    return backtest, doc
+    return backtest, scores_doc(settings.backtest_frac, score_table)
+
+
+def scores_doc(frac: float, score_table: pd.DataFrame) -> dict:
+    """`scores.json`'s content: the per-method summary (no ratio, null, where `last` was exact) and every score."""
+    summary = summarise_scores(score_table)
+    summary = summary.astype(object).where(summary.notna(), None)
+    return {"frac": frac, "summary": summary.to_dict(orient="records"),
+            "per_job": score_table.to_dict(orient="records")}
 
 
 def _finish(ctx: StageContext, state: dict, summaries: list[dict]) -> dict:

@@ -77,3 +77,53 @@ def test_the_peers_params_accept_are_the_schedulers_the_stage_has():
     from qoeflow.params import PEERS
 
     assert set(PEERS) == set(schedulers())
+
+
+def test_a_one_epoch_probe_is_forecast_from_its_epoch_0_and_planned(tmp_path):
+    """The lifecycle's default probe is one epoch: with epoch 0 (the untrained model, jobs.json `epoch0`)
+    its forecast has two points, and the plan and the closed loop go on from there."""
+    import json
+
+    import pandas as pd
+    import yaml
+    from conftest import make_project, qoeflow
+    from test_faults import _faults_dag, _output
+
+    project = make_project(tmp_path / "p")
+    dag = _faults_dag(project, ["train", "forecast", "allocate", "continue"], ["digits-mlp", "crowd-mcnn"], 1)
+    spec = yaml.safe_load((project / dag).read_text())
+    spec["overrides"]["allocate"]["replan_every"] = 1
+    (project / dag).write_text(yaml.safe_dump(spec, sort_keys=False))
+    for stage in spec["stages"]:
+        result = qoeflow("stage", stage, "--dag", dag, cwd=project, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+    curves = pd.read_csv(_output(project, dag, "train", "curves"))
+    assert curves.groupby("job")["epoch"].apply(list).to_dict() == {"crowd-mcnn": [1], "digits-mlp": [1]}
+    jobs = json.loads(_output(project, dag, "train", "jobs").read_text())
+    assert set(jobs["digits-mlp"]["epoch0"]) == {"val_loss", "accuracy", "error"}
+    assert set(jobs["crowd-mcnn"]["epoch0"]) == {"val_loss", "mae", "mse"}
+    assert jobs["digits-mlp"]["epoch0"]["error"] > curves.set_index("job").loc["digits-mlp", "error"]
+    forecasts = pd.read_csv(_output(project, dag, "forecast", "forecasts"))
+    top = {j["name"]: j["max_epochs"] for j in spec["overrides"]["train"]["jobs"]}
+    for (job, metric), rows in forecasts.groupby(["job", "metric"]):
+        assert rows["epoch"].tolist() == list(range(2, top[job] + 1)), (job, metric)
+    allocation = json.loads(_output(project, dag, "allocate", "allocation").read_text())
+    assert {name: j["base_epochs"] for name, j in allocation["jobs"].items()} == {"crowd-mcnn": 1, "digits-mlp": 1}
+    plan = pd.read_csv(_output(project, dag, "continue", "plan_vs_actual"))
+    assert (plan["epochs_done"] == plan["replanned_epochs"]).all() and (plan["epochs_done"] >= 1).all()
+
+
+def test_a_backtest_where_last_is_exact_is_written_with_a_null_ratio():
+    """A job that stopped on a plateau makes `last` exact (MAE 0): its ratio to `last` has no value, and the
+    continue stage's scores.json says so with null rather than failing its own check on NaN."""
+    import pandas as pd
+
+    from qoeflow.schemas import ScoresDoc
+    from tasks.continue_training import scores_doc
+
+    scores = pd.DataFrame([["a", "accuracy", "last", "last", 0.0], ["a", "accuracy", "combo", "combo", 0.01],
+                           ["a", "val_loss", "last", "last", 0.2], ["a", "val_loss", "combo", "combo", 0.1]],
+                          columns=["job", "metric", "method", "used", "last_epoch_abs_error"])
+    doc = ScoresDoc.model_validate(scores_doc(0.5, scores))
+    ratios = {(s.metric, s.method): s.vs_last for s in doc.summary}
+    assert ratios[("accuracy", "combo")] is None and ratios[("val_loss", "combo")] == pytest.approx(0.5)
