@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import time
 import uuid
@@ -55,14 +56,44 @@ def item_task(root: str, dag_path: str, stage: str, tree: dict, board: str, inde
 def gather_task(root: str, dag_path: str, stage: str, tree: dict, board: str, items: list[dict], round_: int = 0) -> dict:
     """The gather step of a `foreach` stage, on a Ray worker."""
     os.chdir(root)
-    return run_gather(_context(root, dag_path, stage, tree, board, round_), items)
+    ctx = _context(root, dag_path, stage, tree, board, round_)
+    summary = run_gather(ctx, items)
+    if not summary.get("again"):
+        _publish_headline(ctx)
+    return summary
 
 
 @task(name="stage")
 def single_task(root: str, dag_path: str, stage: str, tree: dict, board: str) -> dict:
     """A stage without fan-out, on a Ray worker."""
     os.chdir(root)
-    return run_single(_context(root, dag_path, stage, tree, board))
+    ctx = _context(root, dag_path, stage, tree, board)
+    summary = run_single(ctx)
+    _publish_headline(ctx)
+    return summary
+
+
+def artifact_key(stage: str) -> str:
+    """A stage's Prefect artifact key (lower-case letters, digits and dashes)."""
+    return re.sub(r"[^a-z0-9-]+", "-", stage.lower()).strip("-") or "stage"
+
+
+def _publish_headline(ctx) -> None:
+    """The finished stage's headline tables (tasks/headline.py) as a Markdown artifact on its task run, under
+    the stage's key (the UI keeps each run's version). A headline that cannot be read is a warning: the
+    stage's outputs are published and stay."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from tasks.headline import headline
+
+    try:
+        text = headline(ctx.root, ctx.dag, ctx.stage, ctx.tree, ctx.params)
+    except Exception as exc:  # noqa: BLE001 - a report bug must not fail a stage that did its work
+        get_run_logger().warning(f"stage '{ctx.stage}': no headline artifact ({type(exc).__name__}: {exc})")
+        return
+    if text:
+        create_markdown_artifact(markdown=text, key=artifact_key(ctx.stage),
+                                 description=f"stage {ctx.stage}: {ctx.spec.description or ctx.spec.task}")
 
 
 class _Clock:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 from flows.bookkeeping import add_to_summary
-from flows.runtime import check_ray_address, prefect_api, ray_init_kwargs, reaper
+from flows.runtime import check_ray_address, prefect_api, ray_init_kwargs, reaper, ui_address
 from flows.warmup import warm_workers
 
 
@@ -14,11 +15,13 @@ class RunFailed(RuntimeError):
     """A stage failed (the message names it)."""
 
 
-def launch(root: Path, dag_path: str, params_path: str, sets: list[str], force: list[str], address: str | None) -> None:
+def launch(root: Path, dag_path: str, params_path: str, sets: list[str], force: list[str], address: str | None,
+           keep_ui: Callable[[str], None] | None = None) -> None:
     """Run the DAG once as a Prefect flow on Ray; raises RunFailed naming failed stages.
 
     A local Ray starts while the embedded Prefect server boots; both are stopped at the end, and by the
-    reaper (flows/reaper.py) if this process is killed."""
+    reaper (flows/reaper.py) if this process is killed. With `keep_ui`, the embedded server serves the
+    Prefect UI from the start, and after the run (Ray stopped) `keep_ui(ui_address)` runs while it is up."""
     if address:
         check_ray_address(address)
     started_ray = []
@@ -36,31 +39,44 @@ def launch(root: Path, dag_path: str, params_path: str, sets: list[str], force: 
         if not address:  # a local Ray: its workers import the stage code while the Prefect server boots
             warm_workers(ray.cluster_resources().get("CPU", 1))
 
+    def stop_ray() -> None:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+            started_ray.clear()
+
+    failed = None
     try:
         with reaper(root):
             try:
-                with prefect_api(root, while_starting=start_ray):
+                with prefect_api(root, while_starting=start_ray, ui=keep_ui is not None) as url:
                     marks["api_ready"] = time.perf_counter()
                     from flows.dag_flow import DagRunFailed, with_ray
 
                     if address:
                         print(f"Connecting to an existing Ray instance at {address}", flush=True)
+                    if keep_ui is not None:
+                        print(f"Prefect UI: {ui_address(url)}", flush=True)
                     marks["flow_start"] = time.perf_counter()
                     try:
                         with_ray(address)(root=str(root), dag_path=dag_path, params_path=params_path, sets=sets,
                                           force=force)
                     except DagRunFailed as exc:
-                        raise RunFailed(str(exc)) from None
+                        failed = RunFailed(str(exc))
                     finally:
                         marks["flow_end"] = time.perf_counter()
+                    if keep_ui is not None:
+                        stop_ray()
+                        marks["stopped"] = time.perf_counter()
+                        keep_ui(ui_address(url))
             finally:
-                if started_ray:
-                    import ray
-
-                    ray.shutdown()
+                stop_ray()
     finally:
-        marks["stopped"] = time.perf_counter()
+        marks.setdefault("stopped", time.perf_counter())
         _record_services(root, marks)
+    if failed is not None:
+        raise failed
 
 
 def _record_services(root: Path, marks: dict[str, float]) -> None:

@@ -26,11 +26,19 @@ class ServiceError(RuntimeError):
     """A service the run needs is unreachable or would not start."""
 
 
-def free_port() -> int:
-    """A TCP port on localhost that nothing listens on now."""
+def free_port(port: int = 0) -> int:
+    """A TCP port on localhost that nothing listens on now: `port` itself (refused when in use), or any."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise ServiceError(f"port {port} on 127.0.0.1 is in use; choose another (--port)") from None
         return s.getsockname()[1]
+
+
+def ui_address(api_url: str) -> str:
+    """The Prefect UI's address for an API URL (`http://HOST:PORT/api` -> `http://HOST:PORT`)."""
+    return api_url.rstrip("/").removesuffix("/api")
 
 
 def prefect_env(root: Path) -> dict[str, str]:
@@ -177,6 +185,18 @@ def _keep_template(home: Path, env: dict[str, str]) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+def recorded_flow_runs(root: Path) -> int:
+    """How many flow runs the project's Prefect database holds (0 without a database)."""
+    database = Path(prefect_env(root)["PREFECT_HOME"]) / "prefect.db"
+    if not database.is_file():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+            return int(db.execute("SELECT count(*) FROM flow_run").fetchone()[0])
+    except sqlite3.Error:  # not migrated yet (a server that never finished starting): no run in it
+        return 0
+
+
 def _log_tail(path: Path, lines: int = 6) -> str:
     try:
         text = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]  # catalog-ok: a log
@@ -187,16 +207,19 @@ def _log_tail(path: Path, lines: int = 6) -> str:
 
 @contextlib.contextmanager
 def prefect_server(root: Path, while_starting: Callable[[str], None] | None = None,
-                   startup_timeout: float = 90.0) -> Iterator[str]:
-    """Run one Prefect server on a free localhost port for the duration of the block; yield its API URL.
+                   startup_timeout: float = 90.0, ui: bool = False, port: int = 0) -> Iterator[str]:
+    """Run one Prefect server on a localhost port (`port`, or a free one) for the duration of the block;
+    yield its API URL. With `ui` it also serves the Prefect UI (at `ui_address(url)`), talking to itself.
 
     `while_starting(url)` runs while the server boots (it takes seconds), e.g. to start Ray meanwhile.
     The server gets SIGTERM if this process dies (call this from the main thread); a server left
     running by an earlier run that died is stopped first."""
     from flows.reaper import start_time
 
-    port = free_port()
-    env = {**os.environ, **prefect_env(root), "PREFECT_UI_ENABLED": "false"}
+    port = free_port(port)
+    url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, **prefect_env(root), "PREFECT_UI_ENABLED": "true" if ui else "false",
+           "PREFECT_UI_API_URL": url}
     env.pop("PREFECT_API_URL", None)
     home = Path(env["PREFECT_HOME"])
     home.mkdir(parents=True, exist_ok=True)
@@ -211,7 +234,6 @@ def prefect_server(root: Path, while_starting: Callable[[str], None] | None = No
     record = home / f"server-{process.pid}.json"
     record.write_text(json.dumps({"pid": process.pid, "started": start_time(process.pid), "port": port,
                                   "owner": os.getpid(), "owner_started": start_time(os.getpid())}))
-    url = f"http://127.0.0.1:{port}/api"
     try:
         if while_starting is not None:
             while_starting(url)
@@ -241,8 +263,9 @@ def prefect_server(root: Path, while_starting: Callable[[str], None] | None = No
 
 
 @contextlib.contextmanager
-def prefect_api(root: Path, while_starting: Callable[[], None] | None = None) -> Iterator[str]:
-    """The run's one Prefect API: the user's `PREFECT_API_URL` if set (checked), else an embedded server.
+def prefect_api(root: Path, while_starting: Callable[[], None] | None = None, ui: bool = False) -> Iterator[str]:
+    """The run's one Prefect API: the user's `PREFECT_API_URL` if set (checked), else an embedded server
+    (serving the Prefect UI too with `ui`).
 
     Sets the process environment (inherited by a local Ray and passed to remote workers) before
     `while_starting()` runs, which overlaps with the embedded server's start."""
@@ -265,7 +288,7 @@ def prefect_api(root: Path, while_starting: Callable[[], None] | None = None) ->
         if while_starting is not None:
             while_starting()
 
-    with prefect_server(root, starting) as url:
+    with prefect_server(root, starting, ui=ui) as url:
         try:
             yield url
         finally:

@@ -102,21 +102,65 @@ def _run_locked(args: argparse.Namespace, root: Path, dag, tree: dict) -> int:
     record.unlink(missing_ok=True)
     if not args.force and _nothing_to_do(root, dag, tree, args.dag):
         _console().print(summary_table(json.loads(record.read_text())))
-        return 0
+        return _serve_ui(root, 0) if args.ui else 0
     address = args.ray_address or os.environ.get("RAY_ADDRESS") or None
     from flows.launch import RunFailed, launch
     from flows.runtime import ServiceError
 
+    def keep_ui(address: str) -> None:  # after the run, its summary, then the UI until Ctrl-C
+        if record.exists():
+            _console().print(summary_table(json.loads(record.read_text())))
+        print(f"Prefect UI: {address} (this run and every earlier one); Ctrl-C to stop", flush=True)
+        _wait_for_interrupt()
+
     code = 0
     try:
-        launch(root, args.dag, args.params, args.set, args.force, address)
+        launch(root, args.dag, args.params, args.set, args.force, address, keep_ui if args.ui else None)
     except ServiceError as exc:
         return _fail(str(exc))
     except RunFailed as exc:
         code = _fail(str(exc), 1)
-    if record.exists():
+    if record.exists() and not args.ui:
         _console().print(summary_table(json.loads(record.read_text())))
     return code
+
+
+def _wait_for_interrupt() -> None:
+    import time
+
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number in 1..65535 (0: any free one), got {text!r}")
+    return int(text)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    return _serve_ui(Path.cwd(), args.port)
+
+
+def _serve_ui(root: Path, port: int) -> int:
+    """The Prefect UI over the project's own Prefect database (every earlier run) until Ctrl-C."""
+    from flows.runtime import ServiceError, prefect_server, reaper, recorded_flow_runs, ui_address
+
+    runs = recorded_flow_runs(root)
+    if not runs:
+        return _fail(f"no run recorded in {root} yet (its Prefect database holds none): `qoeflow run` first, "
+                     "or `qoeflow run --ui` to watch one in the UI")
+    try:
+        with reaper(root), prefect_server(root, ui=True, port=port) as url:
+            print(f"Prefect UI: {ui_address(url)} ({runs} flow run{'s' * (runs != 1)} of this project); Ctrl-C to stop",
+                  flush=True)
+            _wait_for_interrupt()
+    except ServiceError as exc:
+        return _fail(str(exc))
+    return 0
 
 
 def _nothing_to_do(root: Path, dag, tree: dict, dag_path: str) -> bool:
@@ -253,17 +297,17 @@ def _versioning(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     root = Path.cwd()
     dag, _, _ = _project(args)
-    from flows.runtime import ServiceError, check_ray_address, prefect_api, reaper
+    from flows.runtime import ServiceError, check_ray_address, prefect_api, reaper, ui_address
 
     try:
         if os.environ.get("RAY_ADDRESS"):
             check_ray_address(os.environ["RAY_ADDRESS"])
         # Each scheduled run takes the project's run lock (flows/serving.py); the reaper stops the
         # server and the runs' processes if this process is killed.
-        with reaper(root), prefect_api(root) as url:
+        with reaper(root), prefect_api(root, ui=True) as url:
             from flows.serving import serve
 
-            _console().print(f"serving {args.dag} on Prefect API {url}; Ctrl-C to stop", highlight=False)
+            print(f"serving {args.dag} on Prefect API {url}, UI {ui_address(url)}; Ctrl-C to stop", flush=True)
             serve(root, args.dag, args.params, cron=args.cron, interval=args.interval, name=args.name or dag.name)
     except ServiceError as exc:
         return _fail(str(exc))
@@ -495,7 +539,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param (repeatable)")
     run.add_argument("--ray-address", default=None, help="join this Ray cluster (default: RAY_ADDRESS or a local Ray)")
     run.add_argument("--force", action="append", default=[], metavar="STAGE", help="rerun this stage even if up to date")
+    run.add_argument("--ui", action="store_true",
+                     help="serve the Prefect UI during the run and after it, until Ctrl-C")
     run.set_defaults(func=cmd_run)
+
+    ui = sub.add_parser("ui", help="the Prefect UI over this project's runs (every earlier run), until Ctrl-C")
+    ui.add_argument("--port", type=_port, default=0, help="port on 127.0.0.1 (default: a free one)")
+    ui.set_defaults(func=cmd_ui)
 
     stage = sub.add_parser("stage", help="run one stage in this process (what dvc.yaml calls)")
     stage.add_argument("name")

@@ -24,6 +24,7 @@ import io
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -73,6 +74,19 @@ class Figure:
     src: str
     alt: str
     caption: str = ""
+
+
+@dataclass
+class DrawnFigure:
+    """A matplotlib figure drawn only when a page shows it (a stage's headline reads only the tables)."""
+
+    draw: Callable[[], Any]
+    alt: str
+    caption: str = ""
+
+    @cached_property
+    def src(self) -> str:
+        return matplotlib_figure(self.draw(), self.alt).src
 
 
 @dataclass
@@ -189,8 +203,8 @@ def train_section(ctx: StageContext, stage: str) -> dict[str, Any]:
         "families": ", ".join(families),
         "diverged": ", ".join(diverged),
         "jobs": Table(columns, rows),
-        "curves": matplotlib_figure(curves_figure(curves), "validation loss and metric per epoch, per job",
-                                    "Validation loss (log scale) and the family's first metric per epoch."),
+        "curves": DrawnFigure(lambda: curves_figure(curves), "validation loss and metric per epoch, per job",
+                              "Validation loss (log scale) and the family's first metric per epoch."),
     }
 
 

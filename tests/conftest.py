@@ -165,3 +165,20 @@ def smoke_project(tmp_path_factory):
     result = qoeflow_on_terminal("run", *SMOKE, cwd=project)
     assert result.returncode == 0, result.stdout[-6000:]
     return project, result
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Headless Chromium with page, console and log events on; the test is skipped where none is installed."""
+    from browser import Browser, chromium
+
+    binary = chromium()
+    if binary is None:
+        pytest.skip("no chromium binary on PATH (Debian: apt-get install chromium); the page is not checked in a browser")
+    b = Browser(binary, tmp_path_factory.mktemp("chromium"))
+    try:
+        for domain in ("Page", "Runtime", "Log"):  # page events; console.* and exceptions; browser log entries
+            b.send(f"{domain}.enable")
+        yield b
+    finally:
+        b.close()
