@@ -10,7 +10,10 @@ import time
 import pytest
 import yaml
 
-from conftest import BIN, SMOKE_STAGES, api_post, clean_env, last_run, make_project
+from conftest import BIN, api_post, clean_env, last_run, make_project
+from test_faults import _faults_dag, _output
+
+STAGES = ["train", "forecast", "allocate", "continue", "compress"]
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -25,9 +28,11 @@ def test_run_joins_a_ray_cluster_and_an_existing_prefect_server_with_a_diverging
     tmp_path, prefect_server, ray_cluster
 ):
     project = make_project(tmp_path / "p")
+    # the smoke DAG up to the first stage after the closed loop (a diverged job must be carried that far)
+    dag = _faults_dag(project, STAGES, ["digits-mlp", "digits-allcnn", "crowd-mcnn", "sprites-resnet"], 2)
     env = clean_env(PREFECT_API_URL=prefect_server)
     diverge = ["--set", "train.jobs.1.optimizer=sgd", "--set", "train.jobs.1.lr=1e9"]
-    result = subprocess.run([str(BIN / "qoeflow"), "run", "--dag", "dags/smoke.yaml", "--ray-address", ray_cluster,
+    result = subprocess.run([str(BIN / "qoeflow"), "run", "--dag", dag, "--ray-address", ray_cluster,
                              *diverge], cwd=project, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-5000:]
     output = result.stdout + result.stderr
@@ -39,17 +44,17 @@ def test_run_joins_a_ray_cluster_and_an_existing_prefect_server_with_a_diverging
     runs = _flow_runs(prefect_server)
     assert any(r["state_type"] == "COMPLETED" and r["parameters"]["root"] == str(project) for r in runs)
 
-    jobs = json.loads((project / "data/smoke/train/jobs.json").read_text())
+    jobs = json.loads(_output(project, dag, "train", "jobs").read_text())
     assert jobs["digits-allcnn"]["status"] == "diverged" and jobs["digits-allcnn"]["epochs_done"] < 2
     assert jobs["digits-mlp"]["status"] == "completed" and jobs["crowd-mcnn"]["status"] == "completed"
     stages = last_run(project)
     assert stages["train"]["status"] == "ran" and "digits-allcnn" in stages["train"]["message"]
-    assert all(stages[s]["status"] == "ran" for s in SMOKE_STAGES if s != "train")
+    assert all(stages[s]["status"] == "ran" for s in STAGES if s != "train")
     assert "job 'digits-allcnn' has no trained model" in stages["compress"]["message"], "compressed what was trained"
-    allocation = json.loads((project / "data/smoke/allocate/allocation.json").read_text())
+    allocation = json.loads(_output(project, dag, "allocate", "allocation").read_text())
     assert "digits-allcnn" not in allocation["jobs"]
     # --set runs are off the books: dvc.lock does not claim these outputs match params.yaml.
-    assert not (project / "dags/smoke/dvc.lock").exists()
+    assert not (project / "dags/faults/dvc.lock").exists()
 
 
 def _train_only_dag(project) -> str:
