@@ -15,24 +15,12 @@ from tasks.runner import make_context
 VIEWER = "headline-of"  # the stage a headline is read as: it depends on the stage and on all of its ancestors
 
 
-def ancestors(dag: Dag, stage: str) -> list[str]:
-    """Every stage `stage` depends on, directly or not, nearest first."""
-    found: list[str] = []
-    frontier = list(dag.stages[stage].deps)
-    while frontier:
-        name = frontier.pop(0)
-        if name not in found:
-            found.append(name)
-            frontier.extend(dag.stages[name].deps)
-    return found
-
-
 def headline(root: Path, dag: Dag, stage: str, tree: dict[str, Any], params: Params | None = None) -> str | None:
     """The Markdown headline of `stage` (None for a stage whose report section has no table)."""
     known = SECTIONS.get(dag.stages[stage].task)
     if known is None:
         return None
-    viewer = Stage(task="report", deps=[stage, *ancestors(dag, stage)])
+    viewer = Stage(task="report", deps=[stage, *dag.upstream(stage)])
     view = dag.model_copy(update={"stages": {**dag.stages, VIEWER: viewer}})
     data = known.render(make_context(root, view, VIEWER, tree, params), stage)
     tables = [value for value in _flatten(data.values()) if isinstance(value, Table)]

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from qoeflow.dag.dvc_export import to_dvc
-from qoeflow.dag.spec import DagError, check_dag, parse_dag, topological_order
+from conftest import REPO
+from qoeflow.dag.spec import DagError, check_dag, load_dag, parse_dag, topological_order
 
 TASKS = {"train": ((), ("curves", "jobs")), "report": (("curves", "jobs"), ("html",))}
 PARAMS = {"train": {"jobs": [{"name": "a"}]}, "report": {"title": "t"}}
@@ -136,3 +137,12 @@ def test_dvc_export_in_a_subfolder_runs_from_the_root_and_tracks_overrides():
     assert stage["wdir"] == "../.."
     assert "dags/demo.yaml" in stage["deps"]
     assert dag.dvc_file() == "dags/demo/dvc.yaml"
+
+
+def test_upstream_lists_every_ancestor_nearest_first_once():
+    dag = load_dag(REPO / "dags/lifecycle.yaml")
+    assert dag.upstream("train") == []
+    assert dag.upstream("allocate") == ["train", "forecast"]  # its deps, in their order; train only once
+    video = dag.upstream("video")
+    assert video[: len(dag.stages["video"].deps)] == dag.stages["video"].deps and len(set(video)) == len(video)
+    assert set(video) == {name for name in dag.stages if "video" in dag.downstream(name)}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from browser import Browser
+from browser import WIDTH, Browser
 from conftest import REPO, SMOKE_STAGES
 from qoeflow import humanize as hz
 
@@ -31,7 +31,6 @@ FIGURES = ["validation loss and metric per epoch, per job", "forecast curves wit
            "DMS control of one task: latency, level, accuracy",
            "DMS control of concurrent tasks: latency, level, accuracy",
            "query speedup, ingest cost, precision and recall"]  # the sections' figures, in page order
-WIDTH = 1400
 SCREENSHOT = REPO / ".qoeflow" / "screenshots" / "report.png"
 
 

@@ -112,6 +112,17 @@ class Dag(BaseModel):
                     frontier.append(other)
         return found
 
+    def upstream(self, name: str) -> list[str]:
+        """Every stage `name` depends on, directly or not, nearest first."""
+        found: list[str] = []
+        frontier = list(self.stages[name].deps)
+        while frontier:
+            current = frontier.pop(0)
+            if current not in found:
+                found.append(current)
+                frontier.extend(self.stages[current].deps)
+        return found
+
     def params_overrides(self, root: str | Path) -> dict[str, Any]:
         """What this DAG lays over `params.yaml`: its `params_file` (if any), then its inline `overrides`."""
         if self.params_file is None:
