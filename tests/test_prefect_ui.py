@@ -189,6 +189,10 @@ def test_run_ui_keeps_its_server_up_after_the_run_until_ctrl_c(smoke_project, tm
         assert page.status == 200 and b"<html" in page.read().lower()
     runs = api_post(f"{address}/api/flow_runs/filter", {"sort": "START_TIME_DESC", "limit": 50})
     assert before >= 1 and len(runs) == before + 1 and runs[0]["state_type"] == "COMPLETED"
+    second = qoeflow("run", "--dag", "dags/smoke.yaml", cwd=copy, timeout=60)  # the run lock is still held
+    message = " ".join(second.stderr.split())
+    assert second.returncode == 2 and "another qoeflow run is in progress" in message
+    assert f"pid {served.proc.pid}" in message, message
     assert served.interrupt() == 0, served.output[-3000:]
     assert not _listening(address)
 
