@@ -113,8 +113,9 @@ def test_a_terminal_shows_a_live_line_per_running_job(first_run):
     assert "qoeflow: running" in screen
     for job in ("digits-mlp", "digits-allcnn", "crowd-mcnn"):  # a fast job may be caught only when done
         assert re.search(rf"train\[{job}\]\s+(epoch [12]/2|done)\s+loss \d", screen), job
-    live = r"train\[[a-z-]+\]\s+epoch 1/2\s+loss [0-9.]+\s+\d+:\d\d\s+~\d+:\d\d"
-    assert re.search(live, screen), "a job between epochs, with elapsed and remaining time"
+    # the columns of a job line; the estimate of what is left (drawn only between two epochs, which a
+    # loaded machine can miss in a 2-epoch probe) is checked on a drawn table in test_progress_view.py
+    assert re.search(r"stage / job\s+progress\s+elapsed\s+remaining", screen)
     assert re.search(r"qoeflow run of dags/smoke.yaml in [0-9.]+ s", screen), "the summary table stays"
 
 
