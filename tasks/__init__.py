@@ -102,7 +102,7 @@ register(TaskDef(
 register(TaskDef(
     name="multiexit",
     module="tasks.multiexit",
-    inputs=("continued_models", "variants"),
+    inputs=("continued_models", "variants", "compressed_models"),  # variants rows name compressed files
     outputs=("multiexit_models", "exits", "exits_figure", "model_catalog"),
     entry={"run_item": "run_job", "gather": "gather"},
 ))
@@ -116,14 +116,14 @@ register(TaskDef(
 register(TaskDef(
     name="deploy",
     module="tasks.deploy",
-    inputs=("model_catalog",),
+    inputs=("model_catalog", "compressed_models", "multiexit_models"),  # the catalog's rows name their files
     outputs=("bandit_summary", "bandit_figure", "qos_summary", "qos_figure", "qos_single_figure"),
     entry={"run_item": "run_seed", "gather": "gather"},
 ))
 register(TaskDef(
     name="video",
     module="tasks.video",
-    inputs=("model_catalog",),
+    inputs=("model_catalog", "compressed_models", "multiexit_models"),  # the catalog's rows name their files
     outputs=("video_index", "video_ingest", "video_queries", "video_figure"),
     entry={"run": "run"},
 ))
@@ -133,6 +133,7 @@ register(TaskDef(
     optional=("curves", "jobs", "forecast_figure", "scores", "allocation_figure", "allocation", "plan_vs_actual",
               "replans", "replans_figure",
               "selection", "variants", "compression", "compression_figure", "exits", "model_catalog", "exits_figure",
+              "compressed_models", "multiexit_models",  # the model files that variants and model_catalog rows name
               "bench", "bench_figure", "caching", "caching_figure", "asha", "bandit_summary", "bandit_figure",
               "qos_summary", "qos_figure", "qos_single_figure", "video_ingest", "video_queries", "video_figure"),
     outputs=("html",),

@@ -146,7 +146,7 @@ def gather(ctx: StageContext, summaries: list[dict]) -> dict:
     table = pd.DataFrame(catalog_rows(rows))
     details = {n: by_job[n]["details"] for n in names}
     ctx.save("variants", table)
-    ctx.save("compressed_models", staged_files(rows))
+    ctx.save("compressed_models", staged_files(rows, ctx.root))
     ctx.save("compression", {"jobs": details})
     ctx.save("compression_figure", compression_figure(table, details))
     published = ctx.publish()

@@ -113,7 +113,7 @@ def variant_row(ctx: StageContext, *, variant: str, job: Job, method: str, model
         "latency_b1_ms": latency[1].median_ms if latency_b1_ms is None else latency_b1_ms,
         "n_layers": n_layers, "n_filters": n_filters if filters is None else filters,
         "path": f"{ctx.spec.outs[_models_output(ctx)].path}/{variant}.pt", "device": latency[1].device,
-        "_file": str(file),
+        "_file": file.relative_to(ctx.root).as_posix(),  # relative: the gather may run in another folder
     }
 
 
@@ -124,9 +124,9 @@ def _models_output(ctx: StageContext) -> str:
     return next(n for n in REGISTRY[ctx.spec.task].outputs if isinstance(kind_of(n), ModelFiles))
 
 
-def staged_files(rows: list[dict]) -> dict[str, bytes]:
-    """File name -> bytes of the model files the rows staged."""
-    return {Path(r["_file"]).name: Path(r["_file"]).read_bytes() for r in rows}
+def staged_files(rows: list[dict], root: Path) -> dict[str, bytes]:
+    """File name -> bytes of the model files the rows staged in the project at `root`."""
+    return {Path(r["_file"]).name: (root / r["_file"]).read_bytes() for r in rows}
 
 
 def catalog_rows(rows: list[dict]) -> list[dict]:

@@ -96,7 +96,7 @@ def gather(ctx: StageContext, summaries: list[dict]) -> dict:
     details = {n: by_job[n]["details"] for n in names}
     ours = pd.DataFrame(catalog_rows(rows))
     catalog = pd.concat([ctx.load("variants"), ours], ignore_index=True)
-    ctx.save("multiexit_models", staged_files(rows))
+    ctx.save("multiexit_models", staged_files(rows, ctx.root))
     ctx.save("exits", {"jobs": details})
     ctx.save("exits_figure", exits_figure(details))
     ctx.save("model_catalog", catalog)

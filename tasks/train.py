@@ -130,7 +130,7 @@ def train_job(ctx: StageContext, job: Job, epochs: int, checkpoint: Path, resume
         "epoch0": untrained_validation(JobSpec(**job.model_dump(exclude={"max_epochs"})), split),
     }
     return {"job": job.name, "status": stats["status"], "epochs_done": trainer.epochs_done, "curve": rows,
-            "stats": stats, "model_file": str(model_file), "notes": list(ctx.notes)}
+            "stats": stats, "model_file": model_file.relative_to(ctx.root).as_posix(), "notes": list(ctx.notes)}
 
 
 def gathered(ctx: StageContext, summaries: list[dict], names: list[str]) -> tuple[pd.DataFrame, dict, dict]:
@@ -146,7 +146,7 @@ def gathered(ctx: StageContext, summaries: list[dict], names: list[str]) -> tupl
     metrics = [m for f in FAMILIES.values() if f.name in present for m in f.metric_names]
     columns = list(CURVE_COLUMNS) + list(dict.fromkeys(metrics))  # families may share a metric
     curves = pd.concat(frames, ignore_index=True).reindex(columns=columns) if frames else pd.DataFrame(columns=columns)
-    return curves, {n: by_job[n]["stats"] for n in names}, {n: Path(by_job[n]["model_file"]) for n in names}
+    return curves, {n: by_job[n]["stats"] for n in names}, {n: ctx.root / by_job[n]["model_file"] for n in names}
 
 
 def gather_jobs(ctx: StageContext, summaries: list[dict]) -> dict:
