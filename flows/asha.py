@@ -67,13 +67,15 @@ def schedulers():
             "hyperband": lambda max_t: HyperBandScheduler(time_attr="epoch", max_t=max_t, reduction_factor=2)}
 
 
-def _run_peer(name: str, configs: list[dict], budget: float, max_t: int, storage: Path) -> dict:
-    """One peer's trials within the budget; per job the epochs it reached, its E_all and training seconds."""
+def _run_peer(name: str, configs: list[dict], budget: float, max_t: int, storage: Path, labels: list[str]) -> dict:
+    """One peer's trials within the budget; per job the epochs it reached, its E_all and training seconds.
+    The trials ask for a sliver of each custom resource in `labels` (the stage's): a stage pinned to a node
+    keeps its trials, and their checkpoints in `storage`, there."""
     from ray import tune
 
     start = time.perf_counter()
     tuner = tune.Tuner(
-        tune.with_resources(_trainable, {"cpu": 1}),
+        tune.with_resources(_trainable, {"cpu": 1, **{label: 0.001 for label in labels}}),
         param_space={"job_config": tune.grid_search([{**c, "storage": str(storage)} for c in configs])},
         tune_config=tune.TuneConfig(metric="qoe", mode="max", scheduler=schedulers()[name](max_t),
                                     max_concurrent_trials=1,
@@ -118,7 +120,8 @@ def run(ctx: StageContext) -> dict:
         storage = Path(ctx.staging("tune", name)).resolve()
         remove_path(storage)  # trials start from scratch: no checkpoint of an earlier run may be resumed
         storage.mkdir(parents=True)
-        peers[name] = _run_peer(name, configs, budget, max(j.max_epochs for j in planned), storage)
+        peers[name] = _run_peer(name, configs, budget, max(j.max_epochs for j in planned), storage,
+                                sorted(ctx.spec.resources.custom))
         remove_path(storage)
         ctx.log(f"asha: {name} E_sum {peers[name]['E_sum']:.4f} in {peers[name]['wall_seconds']:.1f} s against the "
                 f"planner's realised {selection['E_sum_realised']:.4f}; epochs "

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from qoeflow.dag.codedeps import module_closure, module_templates
 from qoeflow.dag.dvc_export import render, to_dvc
 from qoeflow.dag.spec import Dag, lookup
@@ -31,6 +33,7 @@ class Outcome:
     critical_seconds: float = 0.0  # compute on the stage's critical path (its longest item, then its gather)
     outputs: list[str] = field(default_factory=list)
     message: str = ""
+    transfer: dict[str, Any] = field(default_factory=dict)  # on a cluster: bytes and seconds through the remote
 
 
 def write_summary(root: Path, dag_path: str, wall_seconds: float, outcomes: list[Outcome],
@@ -140,6 +143,7 @@ class DvcBook:
     def __init__(self, root: Path, dag: Dag) -> None:
         self.root = root
         self.dvc_file = dag.dvc_file()
+        self.lock_path = root / dag.dvc_dir / "dvc.lock"
         self._lock = threading.Lock()
         # DVC's INFO lines and progress bars ("Waiting to acquire lock", "Computing hashes", drawn on a
         # terminal even when nothing waits) would interleave with the run's own display.
@@ -151,7 +155,7 @@ class DvcBook:
         return Repo(str(self.root))
 
     def target(self, stage: str) -> str:
-        return f"{self.dvc_file}:{stage}"
+        return f"{self.root / self.dvc_file}:{stage}"  # absolute: DVC reads a relative target from the cwd
 
     def stale_reasons(self, stage: str) -> list[str]:
         """Why DVC considers the stage stale; empty when it is up to date."""
@@ -173,3 +177,46 @@ class DvcBook:
         with self._lock:
             with self._repo() as repo:
                 repo.commit(self.target(stage), force=True)
+
+    def push(self, stage: str, remote) -> None:
+        """Send the outputs dvc.lock records for the stage to `remote` (a flows.versioning.Remote)."""
+        from dvc.exceptions import DvcException
+
+        from flows.versioning import VersioningError
+
+        with self._lock:
+            try:
+                with self._repo() as repo:
+                    repo.push(targets=[self.target(stage)], remote=remote.name)
+            except DvcException as exc:
+                raise VersioningError(f"pushing the outputs of stage '{stage}' to DVC remote '{remote.name}' "
+                                      f"({remote.url}) failed: {exc}") from None
+
+    def receive(self, stage: str, entry: dict, remote, record: bool) -> None:
+        """A stage committed and pushed elsewhere: put its dvc.lock `entry` in dvc.lock and pull its outputs
+        from `remote` into the workspace. Unless `record`, dvc.lock is then put back as it was (a run off
+        the books); on a failed pull too, and the workspace keeps its earlier outputs."""
+        from dvc.exceptions import DvcException
+
+        from flows.versioning import VersioningError
+
+        with self._lock:
+            before = self.lock_path.read_text() if self.lock_path.is_file() else None  # catalog-ok: DVC's lock
+            doc = (yaml.safe_load(before) if before else None) or {"schema": "2.0"}
+            doc.setdefault("stages", {})[stage] = entry
+            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+            self.lock_path.write_text(yaml.safe_dump(doc, sort_keys=False))  # catalog-ok: DVC's lock
+            pulled = False
+            try:
+                with self._repo() as repo:
+                    repo.pull(targets=[self.target(stage)], remote=remote.name, force=True)
+                pulled = True
+            except DvcException as exc:
+                raise VersioningError(f"pulling the outputs of stage '{stage}' from DVC remote '{remote.name}' "
+                                      f"({remote.url}) failed: {exc}") from None
+            finally:
+                if not (pulled and record):
+                    if before is None:
+                        self.lock_path.unlink(missing_ok=True)
+                    else:
+                        self.lock_path.write_text(before)  # catalog-ok: DVC's lock

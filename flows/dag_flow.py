@@ -24,8 +24,11 @@ from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
 from flows.bookkeeping import DvcBook, Outcome, ensure_dvc_repo, off_the_books, sync_dvc_file, write_summary
+from flows.cluster import check_nodes, project_requirements, unoffered
 from flows.progress import BOARD_PREFIX, LiveView, reporter
 from flows.runtime import ray_init_kwargs
+from flows.shipping import Shipment, Shipper, ShippingError, workspace
+from flows.versioning import VersioningError, resolve_remote
 from qoeflow.dag.spec import load_dag
 from qoeflow.runlock import project_lock
 from tasks import REGISTRY
@@ -46,31 +49,34 @@ def _context(root: str, dag_path: str, stage: str, tree: dict, board: str, round
 
 
 @task(name="stage-item")
-def item_task(root: str, dag_path: str, stage: str, tree: dict, board: str, index: int, round_: int = 0) -> dict:
+def item_task(root: str, dag_path: str, stage: str, tree: dict, board: str, index: int, round_: int = 0,
+              ship: Shipment | None = None) -> dict:
     """One `foreach` item of a stage (in round `round_` of an iterating stage), on a Ray worker."""
-    os.chdir(root)
-    return run_item(_context(root, dag_path, stage, tree, board, round_), index)
+    with workspace(root, dag_path, stage, f"item {index}", ship) as folder:
+        summary = run_item(_context(folder.root if folder else root, dag_path, stage, tree, board, round_), index)
+        return folder.finish(summary, final=False) if folder else summary
 
 
 @task(name="stage-gather")
-def gather_task(root: str, dag_path: str, stage: str, tree: dict, board: str, items: list[dict], round_: int = 0) -> dict:
+def gather_task(root: str, dag_path: str, stage: str, tree: dict, board: str, items: list[dict], round_: int = 0,
+                ship: Shipment | None = None) -> dict:
     """The gather step of a `foreach` stage, on a Ray worker."""
-    os.chdir(root)
-    ctx = _context(root, dag_path, stage, tree, board, round_)
-    summary = run_gather(ctx, items)
-    if not summary.get("again"):
-        _publish_headline(ctx)
-    return summary
+    with workspace(root, dag_path, stage, "gather", ship) as folder:
+        ctx = _context(folder.root if folder else root, dag_path, stage, tree, board, round_)
+        summary = run_gather(ctx, items)
+        if not summary.get("again"):
+            _publish_headline(ctx)
+        return folder.finish(summary, final=not summary.get("again")) if folder else summary
 
 
 @task(name="stage")
-def single_task(root: str, dag_path: str, stage: str, tree: dict, board: str) -> dict:
+def single_task(root: str, dag_path: str, stage: str, tree: dict, board: str, ship: Shipment | None = None) -> dict:
     """A stage without fan-out, on a Ray worker."""
-    os.chdir(root)
-    ctx = _context(root, dag_path, stage, tree, board)
-    summary = run_single(ctx)
-    _publish_headline(ctx)
-    return summary
+    with workspace(root, dag_path, stage, "stage", ship) as folder:
+        ctx = _context(folder.root if folder else root, dag_path, stage, tree, board)
+        summary = run_single(ctx)
+        _publish_headline(ctx)
+        return folder.finish(summary, final=True) if folder else summary
 
 
 def artifact_key(stage: str) -> str:
@@ -94,6 +100,35 @@ def _publish_headline(ctx) -> None:
     if text:
         create_markdown_artifact(markdown=text, key=artifact_key(ctx.stage),
                                  description=f"stage {ctx.stage}: {ctx.spec.description or ctx.spec.task}")
+
+
+def _ray_options(resources) -> dict:
+    """Ray task options for a stage's `resources`."""
+    options = {"num_cpus": resources.cpus, "num_gpus": resources.gpus}
+    return {**options, "resources": resources.custom} if resources.custom else options
+
+
+def _shipper(root: Path, dag) -> Shipper | None:
+    """On a cluster (Ray ships the project's code: flows/cluster.py), the stage tasks' files travel through the
+    project's DVC remote; every node must have the project's dependencies. None on a local Ray."""
+    from flows.runtime import ServiceError, is_loopback
+
+    if not ray.get_runtime_context().runtime_env.get("working_dir"):
+        return None
+    logger = get_run_logger()
+    check_nodes(project_requirements(root))
+    try:
+        remote = resolve_remote(root)
+    except VersioningError as exc:
+        raise ServiceError(str(exc)) from None
+    logger.info("on a cluster: stage tasks run in the code Ray shipped, in folders of their own, and exchange "
+                "outputs through DVC remote '%s' (%s)", remote.name, remote.url)
+    nodes = {n.get("NodeManagerAddress") for n in ray.nodes() if n.get("Alive")}
+    if "://" not in remote.url and not all(is_loopback(address) for address in nodes):
+        logger.warning("DVC remote '%s' is a folder (%s): every node must see it at that path (a shared mount); "
+                       "on a cluster of machines use object storage (README, 'Running on a Ray cluster')",
+                       remote.name, remote.url)
+    return Shipper(root, dag, remote)
 
 
 class _Clock:
@@ -135,8 +170,9 @@ def _failure_message(state: State) -> str:
     name="qoeflow-dag",
     log_prints=True,
     # "local": a Ray of its own (scheduled runs), never the last `ray start` cluster that ray.init() would join
+    # (on a cluster, the project shipped is the current folder: `qoeflow serve` runs in the project's root)
     task_runner=RayTaskRunner(address=os.environ.get("RAY_ADDRESS") or "local",
-                              init_kwargs=ray_init_kwargs(os.environ.get("RAY_ADDRESS"))),
+                              init_kwargs=ray_init_kwargs(os.environ.get("RAY_ADDRESS"), root=Path.cwd())),
 )
 def dag_flow(
     root: str,
@@ -168,6 +204,7 @@ def _run_dag(root: str, dag_path: str, dag, tree: dict, force: list[str] | None,
     if sync_dvc_file(root_path, dag):
         logger.info("wrote %s from %s", dag.dvc_file(), dag_path)
     book = DvcBook(root_path, dag)
+    shipper = _shipper(root_path, dag)
     timings: dict[str, float] = {"prepare": time.perf_counter() - started}
     clock = _Clock(timings)
     off_books = off_the_books(root_path, dag, tree)
@@ -180,27 +217,35 @@ def _run_dag(root: str, dag_path: str, dag, tree: dict, force: list[str] | None,
 
     def submit(name: str) -> None:
         stage = dag.stages[name]
+        ship = None
         try:
             with clock("check"):
+                wanted = stage.resources
+                why = unoffered(wanted.cpus, wanted.gpus, wanted.custom, ray.cluster_resources())
+                if why:
+                    raise StageError(f"stage '{name}' cannot be scheduled: {why}")
                 run_check(make_context(root_path, dag, name, tree, log=logger.info))
-        except StageError as exc:
+            if shipper is not None:
+                shipper.begin(name)
+                ship = shipper.shipment(name)
+        except (StageError, ShippingError) as exc:
             outcome = outcomes[name]
             outcome.status, outcome.message = "failed", str(exc)
             logger.error("stage %s refused: %s", name, outcome.message)
             record()
             return
-        opts = {"num_cpus": stage.resources.cpus, "num_gpus": stage.resources.gpus}
         args = (root, dag_path, name, tree, view.board_name)
         view.stage_started(name)
-        with remote_options(**opts):
+        with remote_options(**_ray_options(stage.resources)):
             if REGISTRY[stage.task].fans_out:
                 running[name] = _StageRun(name, "items", [])
-                submit_items(running[name], range(len(make_context(root_path, dag, name, tree).items())))
+                submit_items(running[name], range(len(make_context(root_path, dag, name, tree).items())), ship)
             else:
-                futures = [single_task.with_options(retries=stage.retries, task_run_name=name).submit(*args)]
+                futures = [single_task.with_options(retries=stage.retries, task_run_name=name)
+                           .submit(*args, ship=ship)]
                 running[name] = _StageRun(name, "single", futures)
 
-    def submit_items(run: _StageRun, indices) -> None:
+    def submit_items(run: _StageRun, indices, ship: Shipment | None) -> None:
         stage = dag.stages[run.name]
         items = make_context(root_path, dag, run.name, tree).items()
         suffix = f" round {run.round}" if run.round else ""
@@ -208,7 +253,7 @@ def _run_dag(root: str, dag_path: str, dag, tree: dict, force: list[str] | None,
         for i in indices:
             label = str(items[i].get("name", i)) if isinstance(items[i], dict) else str(i)
             run.futures.append(item_task.with_options(retries=stage.retries, task_run_name=f"{run.name}[{label}]{suffix}")
-                               .submit(root, dag_path, run.name, tree, view.board_name, i, run.round))
+                               .submit(root, dag_path, run.name, tree, view.board_name, i, run.round, ship=ship))
         run.phase = "items"
 
     def schedule() -> None:
@@ -229,6 +274,13 @@ def _run_dag(root: str, dag_path: str, dag, tree: dict, force: list[str] | None,
                     outcome.status = "cached"
                     outcome.outputs = [o.path for o in dag.stages[name].outs.values()]
                     logger.info("stage %s: up to date, skipped", name)
+                    if shipper is not None:  # the stages after it, on other nodes, pull its outputs from the remote
+                        try:
+                            with clock("dvc_push"):
+                                book.push(name, shipper.remote)
+                        except VersioningError as exc:
+                            outcome.status, outcome.message = "failed", str(exc)
+                            logger.error("stage %s: %s", name, exc)
                     continue
                 logger.info("stage %s: stale (%s)", name, "; ".join(reasons)[:300])
             logger.info("stage %s: submitting to Ray", name)
@@ -252,11 +304,21 @@ def _run_dag(root: str, dag_path: str, dag, tree: dict, force: list[str] | None,
             return
         with clock("results"):
             results = [f.result() for f in run.futures]
+        ship = None
+        if shipper is not None and (run.phase == "items" or results[0].get("again")):
+            try:
+                with clock("state"):  # what the items (or the round) changed, for the next step
+                    results = [shipper.keep(run.name, r) for r in results]
+                    ship = shipper.shipment(run.name)
+            except ShippingError as exc:
+                fail(run, str(exc))
+                return
         if run.phase == "items":
-            with remote_options(num_cpus=1), clock("submit"):
+            resources = dag.stages[run.name].resources
+            with remote_options(**_ray_options(resources.model_copy(update={"cpus": 1, "gpus": 0}))), clock("submit"):
                 run.futures = [
-                    gather_task.with_options(task_run_name=f"{run.name}[gather]").submit(root, dag_path, run.name, tree,
-                                                                                         view.board_name, results, run.round)
+                    gather_task.with_options(task_run_name=f"{run.name}[gather]").submit(
+                        root, dag_path, run.name, tree, view.board_name, results, run.round, ship=ship)
                 ]
             run.phase = "gather"
             return
@@ -272,17 +334,24 @@ def _run_dag(root: str, dag_path: str, dag, tree: dict, force: list[str] | None,
             if again:
                 run.round += 1
                 logger.info("stage %s: round %d, items %s", run.name, run.round, again)
-                resources = dag.stages[run.name].resources
-                with remote_options(num_cpus=resources.cpus, num_gpus=resources.gpus), clock("submit"):
-                    submit_items(run, again)
+                with remote_options(**_ray_options(dag.stages[run.name].resources)), clock("submit"):
+                    submit_items(run, again, ship)
                 return
             results = [run.total]
-        del running[run.name]
-        view.stage_ended(run.name)
         summary = results[0]
-        if run.name not in off_books:
+        if shipper is not None:
+            try:
+                with clock("land"):
+                    shipper.land(book, run.name, summary, record=run.name not in off_books)
+            except VersioningError as exc:
+                fail(run, str(exc))
+                return
+            outcome.transfer = shipper.transfer.pop(run.name, {})
+        elif run.name not in off_books:
             with clock("dvc_commit"):
                 book.commit(run.name)
+        del running[run.name]
+        view.stage_ended(run.name)
         outcome.status = "ran"
         outcome.seconds = time.perf_counter() - run.start
         outcome.compute_seconds = float(summary.get("compute_seconds", 0.0))
@@ -326,7 +395,8 @@ def _run_dag(root: str, dag_path: str, dag, tree: dict, force: list[str] | None,
     return summary
 
 
-def with_ray(address: str | None):
-    """The flow bound to a Ray task runner: a local Ray sized to this machine, or the cluster at `address`."""
-    runner = RayTaskRunner(address=address, init_kwargs=ray_init_kwargs(address))
+def with_ray(address: str | None, root: Path):
+    """The flow bound to a Ray task runner: a local Ray sized to this machine, or the cluster at `address`
+    (the project at `root` shipped to its nodes)."""
+    runner = RayTaskRunner(address=address, init_kwargs=ray_init_kwargs(address, root=root))
     return dag_flow.with_options(task_runner=runner)

@@ -9,6 +9,7 @@ from typing import Callable
 from flows.bookkeeping import add_to_summary
 from flows.runtime import check_ray_address, prefect_api, ray_init_kwargs, reaper, ui_address
 from flows.warmup import warm_workers
+from qoeflow.dag.spec import load_dag
 
 
 class RunFailed(RuntimeError):
@@ -28,7 +29,8 @@ def launch(root: Path, dag_path: str, params_path: str, sets: list[str], force: 
     marks = {"start": time.perf_counter()}
 
     def start_ray() -> None:
-        kwargs = ray_init_kwargs(address)  # before importing ray: it reads its settings at import
+        # before importing ray: it reads its settings at import
+        kwargs = ray_init_kwargs(address, root=root, custom=load_dag(root / dag_path).custom_resources())
         import ray
 
         # "local": a new local instance, never the last `ray start` cluster of this machine that
@@ -60,7 +62,7 @@ def launch(root: Path, dag_path: str, params_path: str, sets: list[str], force: 
                         print(f"Prefect UI: {ui_address(url)}", flush=True)
                     marks["flow_start"] = time.perf_counter()
                     try:
-                        with_ray(address)(root=str(root), dag_path=dag_path, params_path=params_path, sets=sets,
+                        with_ray(address, root)(root=str(root), dag_path=dag_path, params_path=params_path, sets=sets,
                                           force=force)
                     except DagRunFailed as exc:
                         failed = RunFailed(str(exc))

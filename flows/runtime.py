@@ -321,18 +321,28 @@ def is_loopback(address: str | None) -> bool:
     return host in ("127.0.0.1", "localhost", "::1")
 
 
-def ray_init_kwargs(address: str | None) -> dict:
+def ray_init_kwargs(address: str | None, root: Path | None = None, custom: dict[str, float] | None = None) -> dict:
     """`ray.init` options: a local instance sized to this machine, or a connection to `address`.
 
+    On a cluster, the project at `root` is shipped to the nodes as the job's working_dir (flows/cluster.py).
+    A local instance offers every `custom` resource the DAG asks for (its one node is every node).
     A local or loopback Ray stays on loopback: Ray would otherwise swap 127.0.0.1 for the machine's
     network address (and fail to meet a head node started with --node-ip-address 127.0.0.1)."""
     kwargs: dict = {"runtime_env": {"env_vars": worker_env()}, "log_to_driver": True}
     if is_loopback(address):
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray's switch for "single machine, loopback"
         kwargs["_node_ip_address"] = "127.0.0.1"
     if not address:
-        kwargs.update(num_cpus=os.cpu_count() or 1, include_dashboard=False)
-    elif "RAY_AUTH_MODE" not in os.environ and _ray_token_available():
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray's switch for "single machine, loopback"
+        cpus = os.cpu_count() or 1
+        kwargs.update(num_cpus=cpus, include_dashboard=False)
+        if custom:
+            kwargs["resources"] = {name: amount * cpus for name, amount in custom.items()}
+        return kwargs
+    if root is not None:
+        from flows.cluster import shipped_code
+
+        kwargs["runtime_env"].update(shipped_code(root))
+    if "RAY_AUTH_MODE" not in os.environ and _ray_token_available():
         # `ray start` enables token auth by default; a driver joining it must send the token.
         os.environ["RAY_AUTH_MODE"] = "token"
     return kwargs

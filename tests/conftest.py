@@ -110,17 +110,31 @@ def prefect_server(tmp_path_factory):
     log.close()
 
 
+WORKER_LABEL = "worker_b"  # the custom resource that only the cluster's second node offers
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
-    """A Ray head node started beforehand with `ray start --head`, stopped afterwards."""
+    """A two-node Ray cluster on this machine, started beforehand as a user would: `ray start --head`, then a
+    second `ray start --address` offering the custom resource WORKER_LABEL; stopped afterwards. Yields the
+    head's address."""
     port = free_port()
     temp = tmp_path_factory.mktemp("ray")
-    env = clean_env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")  # a single-machine head node on loopback
-    subprocess.run([str(BIN / "ray"), "start", "--head", "--port", str(port), "--num-cpus", "2",
-                    "--include-dashboard", "false", "--disable-usage-stats", "--node-ip-address", "127.0.0.1", f"--temp-dir={temp}"],
+    env = clean_env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="1", RAY_USAGE_STATS_ENABLED="0")  # more than one node here
+    ray = str(BIN / "ray")
+    subprocess.run([ray, "start", "--head", "--port", str(port), "--num-cpus", "1", "--include-dashboard", "false",
+                    "--disable-usage-stats", f"--temp-dir={temp}"],
                    env=env, check=True, capture_output=True, timeout=120)
-    yield f"127.0.0.1:{port}"
-    subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+    ports = [str(free_port()) for _ in range(4)]
+    try:
+        subprocess.run([ray, "start", "--address", f"127.0.0.1:{port}", "--num-cpus", "2",
+                        "--resources", json.dumps({WORKER_LABEL: 8}), "--disable-usage-stats",
+                        "--dashboard-agent-listen-port", ports[0], "--dashboard-agent-grpc-port", ports[1],
+                        "--runtime-env-agent-port", ports[2], "--metrics-export-port", ports[3]],  # not the head's
+                       env={**env, "RAY_AUTH_MODE": "token"}, check=True, capture_output=True, timeout=120)
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
 SMOKE = ["--dag", "dags/smoke.yaml"]

@@ -21,12 +21,29 @@ class DagError(ValueError):
     """A DAG file that cannot run; the message names the file, the stage and the reason."""
 
 
+RAY_BUILTIN = ("CPU", "GPU", "memory", "object_store_memory")
+
+
 class Resources(BaseModel):
-    """What one Ray task of a stage needs."""
+    """What one Ray task of a stage needs: CPUs, GPUs, and `custom` Ray resources, the labels that pin a stage
+    to the nodes offering them (`ray start --resources '{"LABEL": N}'`)."""
 
     model_config = ConfigDict(extra="forbid")
     cpus: float = Field(1.0, gt=0, le=256)
     gpus: float = Field(0.0, ge=0, le=16)
+    custom: dict[str, float] = {}
+
+    @field_validator("custom")
+    @classmethod
+    def _custom(cls, custom: dict[str, float]) -> dict[str, float]:
+        for name, amount in custom.items():
+            plain = name.replace("_", "a").replace("-", "a")
+            if not name or name in RAY_BUILTIN or name.startswith("node:") or not plain.isalnum():
+                raise ValueError(f"custom resource {name!r}: a label of letters, digits, '-' and '_' "
+                                 f"(not {', '.join(RAY_BUILTIN)}; use cpus and gpus for those)")
+            if not 0 < amount <= 10_000:
+                raise ValueError(f"custom resource {name!r}: amount {amount} must be in (0, 10000]")
+        return custom
 
 
 class Output(BaseModel):
@@ -122,6 +139,14 @@ class Dag(BaseModel):
                 found.append(current)
                 frontier.extend(self.stages[current].deps)
         return found
+
+    def custom_resources(self) -> dict[str, float]:
+        """Every custom Ray resource a stage asks for, with the largest amount one task asks."""
+        wanted: dict[str, float] = {}
+        for stage in self.stages.values():
+            for name, amount in stage.resources.custom.items():
+                wanted[name] = max(wanted.get(name, 0.0), amount)
+        return wanted
 
     def params_overrides(self, root: str | Path) -> dict[str, Any]:
         """What this DAG lays over `params.yaml`: its `params_file` (if any), then its inline `overrides`."""

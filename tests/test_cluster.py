@@ -1,0 +1,105 @@
+"""The parts of a cluster run that need no cluster: what Ray ships, which resources a stage can get, the
+working state that travels between a stage's tasks, and a finished stage landed from the DVC remote.
+The runs on a two-node cluster are in test_services.py."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import BIN, clean_env
+from flows.bookkeeping import DvcBook
+from flows.cluster import shipped_code, unmet, unoffered
+from flows.runtime import ray_init_kwargs
+from flows.shipping import ShippingError, pack, unpack
+from flows.versioning import Remote, VersioningError
+from qoeflow.dag.spec import Dag
+
+
+def test_the_shipped_code_leaves_out_the_data_folder_but_not_the_data_package():
+    from ray._private.runtime_env.packaging import _get_excludes
+
+    root = Path("/project")
+    excluded = _get_excludes(root, shipped_code(root)["excludes"])
+    for path in ("data/train/curves.csv", ".venv/bin/python", ".git/HEAD", ".dvc/cache/files/md5/ab/cd",
+                 ".qoeflow/runs/last.json", "tasks/__pycache__/train.cpython-311.pyc"):
+        assert excluded(root / path), path
+    for path in ("qoeflow/data/digits.py", "tasks/train.py", ".dvc/config", "dags/smoke/params.yaml", "pyproject.toml"):
+        assert not excluded(root / path), path
+
+
+def test_a_local_ray_offers_every_label_the_dag_asks_for_and_a_cluster_gets_the_code():
+    local = ray_init_kwargs(None, root=Path("/project"), custom={"gpu_box": 1.0})
+    assert local["resources"] == {"gpu_box": local["num_cpus"] * 1.0}
+    assert "working_dir" not in local["runtime_env"], "a local Ray works in the project folder"
+    cluster = ray_init_kwargs("127.0.0.1:6379", root=Path("/project"), custom={"gpu_box": 1.0})
+    assert cluster["runtime_env"]["working_dir"] == "/project" and "resources" not in cluster
+
+
+def test_a_stage_asking_for_what_no_node_offers_is_named_with_what_is_offered():
+    offered = {"CPU": 3.0, "memory": 1e9, "node:10.0.0.2": 1.0, "worker_b": 8.0}
+    assert unoffered(1, 0, {"worker_b": 1}, offered) is None
+    why = unoffered(1, 0, {"gpu_box": 1}, offered)
+    assert "gpu_box 1 (the cluster has 0)" in why and "custom resources offered: worker_b" in why
+    assert "GPU 1 (the cluster has 0)" in unoffered(1, 1, {}, offered)
+
+
+def test_unmet_requirements_name_the_package_and_what_is_installed():
+    problems = unmet(["numpy>=1", "numpy<1", "qoeflow-absent-package==2", "pytest; python_version < '3'"])
+    assert problems[0].startswith("numpy 2.") and problems[0].endswith("the project needs numpy<1")
+    assert problems[1] == "qoeflow-absent-package is not installed (the project needs qoeflow-absent-package==2)"
+    assert len(problems) == 2, "a requirement whose marker does not apply is skipped"
+
+
+def test_working_state_travels_as_a_tar_and_a_too_large_one_is_refused(tmp_path, monkeypatch):
+    source = tmp_path / "a"
+    (source / ".qoeflow/staging/train/job").mkdir(parents=True)
+    (source / ".qoeflow/staging/train/job/model.pt").write_bytes(b"x" * 1000)
+    data = pack(source, [".qoeflow/staging/train/job/model.pt"], "stage 'train'")
+    assert unpack(data, tmp_path / "b") == 1
+    assert (tmp_path / "b/.qoeflow/staging/train/job/model.pt").read_bytes() == b"x" * 1000
+    monkeypatch.setattr("flows.shipping.MAX_STATE_BYTES", 999)
+    with pytest.raises(ShippingError, match="stage 'train': 0 MiB of working state, over the 0 MiB"):
+        pack(source, [".qoeflow/staging/train/job/model.pt"], "stage 'train'")
+
+
+def _dvc_project(path: Path, remote: Path) -> None:
+    path.mkdir()
+    (path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"make": {"cmd": "true", "outs": ["data/out.txt"]}}}))
+    for command in (["init", "--no-scm", "-q"], ["remote", "add", "-d", "store", str(remote)]):
+        subprocess.run([str(BIN / "dvc"), *command], cwd=path, check=True, capture_output=True, env=clean_env())
+
+
+@pytest.mark.parametrize("record", [True, False])
+def test_a_stage_committed_elsewhere_lands_from_the_remote_recorded_or_off_the_books(tmp_path, record):
+    from dvc.repo import Repo
+
+    remote = tmp_path / "remote"
+    worker, driver = tmp_path / "worker", tmp_path / "driver"
+    _dvc_project(worker, remote)
+    _dvc_project(driver, remote)
+    (worker / "data").mkdir()
+    (worker / "data/out.txt").write_text("made on a node")
+    with Repo(str(worker)) as repo:
+        repo.commit(f"{worker}/dvc.yaml:make", force=True)
+        repo.push(targets=[f"{worker}/dvc.yaml:make"], remote="store")
+    entry = yaml.safe_load((worker / "dvc.lock").read_text())["stages"]["make"]
+    dag = Dag(name="t", stages={"make": {"task": "make", "outs": {"out": "data/out.txt"}}})
+
+    DvcBook(driver, dag).receive("make", entry, Remote("store", str(remote)), record=record)
+    assert (driver / "data/out.txt").read_text() == "made on a node"
+    assert (driver / "dvc.lock").exists() == record, "off the books: dvc.lock stays as it was (absent)"
+
+
+def test_a_stage_that_cannot_be_pulled_leaves_dvc_lock_and_the_workspace_as_they_were(tmp_path):
+    driver = tmp_path / "driver"
+    _dvc_project(driver, tmp_path / "empty-remote")
+    entry = {"cmd": "true", "outs": [{"path": "data/out.txt", "hash": "md5", "md5": "0" * 32, "size": 3}]}
+    dag = Dag(name="t", stages={"make": {"task": "make", "outs": {"out": "data/out.txt"}}})
+    with pytest.raises(VersioningError, match=r"pulling the outputs of stage 'make' from DVC remote 'store'"):
+        DvcBook(driver, dag).receive("make", entry, Remote("store", str(tmp_path / "empty-remote")), record=True)
+    assert not (driver / "dvc.lock").exists()
+    assert not [p for p in driver.rglob("data/*") if p.is_file()], "no output file written"
