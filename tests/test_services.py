@@ -66,6 +66,7 @@ def test_run_on_a_two_node_cluster_ships_the_code_and_exchanges_files_only_throu
         if name in PINNED:
             assert all(WORKER_LABEL in t["node_labels"] for t in tasks), (name, tasks)
     assert stages["continue"]["transfer"]["pulled_bytes"] > 0 and stages["train"]["transfer"]["pushed_bytes"] > 0
+    assert all(stages["continue"]["transfer"][k] > 0 for k in ("pull_seconds", "push_seconds", "land_seconds"))
     for name in STAGES:  # the driver pulled every output of every stage, and DVC agrees they are the recorded ones
         for out in yaml.safe_load((project / dag).read_text())["stages"][name]["outs"].values():
             assert (project / (out if isinstance(out, str) else out["path"])).exists(), (name, out)
