@@ -103,3 +103,20 @@ def test_a_stage_that_cannot_be_pulled_leaves_dvc_lock_and_the_workspace_as_they
         DvcBook(driver, dag).receive("make", entry, Remote("store", str(tmp_path / "empty-remote")), record=True)
     assert not (driver / "dvc.lock").exists()
     assert not [p for p in driver.rglob("data/*") if p.is_file()], "no output file written"
+
+
+@pytest.mark.parametrize("custom, message", [
+    ({"CPU": 1}, "custom resource 'CPU': a label of letters"),
+    ({"node:10.0.0.2": 1}, "custom resource 'node:10.0.0.2'"),
+    ({"gpu box": 1}, "custom resource 'gpu box'"),
+    ({"gpu_box": 0}, "amount 0.0 must be in (0, 10000]"),
+])
+def test_a_dag_refuses_a_custom_resource_that_is_not_a_label(custom, message):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as info:
+        Dag(name="t", stages={"train": {"task": "train", "resources": {"cpus": 1, "custom": custom}}})
+    assert message in str(info.value)
+    dag = Dag(name="t", stages={"a": {"task": "train", "resources": {"custom": {"gpu_box": 1}}},
+                                "b": {"task": "train", "resources": {"custom": {"gpu_box": 2, "x-1": 0.5}}}})
+    assert dag.custom_resources() == {"gpu_box": 2, "x-1": 0.5}
