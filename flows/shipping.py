@@ -39,6 +39,7 @@ from tasks.context import RUN_RECORD
 MAX_STATE_BYTES = 1 << 30  # a stage's working state travels through Ray's object store: keep it bounded
 SHIPPING = Path(".qoeflow") / "shipping"  # the driver's copy of each running stage's working state
 DVC_CONFIGS = (".dvc/config", ".dvc/config.local")
+COUNTED = ("pulled_bytes", "pull_seconds", "pushed_bytes", "push_seconds", "state_in_bytes", "state_out_bytes")
 
 
 class ShippingError(RuntimeError):
@@ -87,7 +88,7 @@ def pack(root: Path, relatives: list[str], label: str) -> bytes:
         raise ShippingError(f"{label}: {size / 2**20:.0f} MiB of working state, over the {MAX_STATE_BYTES >> 20} MiB "
                             "that may travel through Ray's object store between a stage's tasks")
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
+    with tarfile.open(fileobj=buffer, mode="w") as tar:  # catalog-ok: files moved as bytes, validated where read
         for rel in relatives:
             tar.add(root / rel, arcname=rel, recursive=False)
     return buffer.getvalue()
@@ -95,7 +96,7 @@ def pack(root: Path, relatives: list[str], label: str) -> bytes:
 
 def unpack(data: bytes, root: Path) -> int:
     """Write the files of a `pack` tar under `root`; how many."""
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:  # catalog-ok: files moved as bytes
         members = tar.getmembers()
         tar.extractall(root, filter="data")
     return len(members)
@@ -120,7 +121,8 @@ class TaskFolder:
         self.root = Path()
         self.record: dict = {}
 
-    def open(self) -> None:
+    def prepare(self) -> None:
+        """Make the folder: the code, the DVC files, the working state, the inputs."""
         import ray
 
         import tasks
@@ -136,15 +138,15 @@ class TaskFolder:
         self.dag.path = self.dag_path
         for rel, text in self.ship.dvc_configs.items():
             (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
-            (self.root / rel).write_text(text)
+            (self.root / rel).write_text(text)  # catalog-ok: DVC's config
         from dvc.config import Config
 
         with Config(dvc_dir=str(self.root / ".dvc")).edit("local") as conf:  # no git in this folder
             conf["core"]["no_scm"] = True
         (self.root / self.ship.dvc_file).parent.mkdir(parents=True, exist_ok=True)
-        (self.root / self.ship.dvc_file).write_text(self.ship.dvc_yaml)
+        (self.root / self.ship.dvc_file).write_text(self.ship.dvc_yaml)  # catalog-ok: DVC's pipeline file
         if self.ship.lock:
-            (self.root / _lock_file(self.dag)).write_text(self.ship.lock)
+            (self.root / _lock_file(self.dag)).write_text(self.ship.lock)  # catalog-ok: DVC's lock
         self.record["state_in_bytes"] = len(self.ship.state)
         unpack(self.ship.state, self.root)
         self._pull_inputs()
@@ -233,7 +235,7 @@ def workspace(root: str, dag_path: str, stage: str, piece: str, ship: Shipment |
         return
     folder = TaskFolder(ship, dag_path, stage, piece)
     try:
-        folder.open()
+        folder.prepare()
         os.chdir(folder.root)
         yield folder
     finally:
@@ -267,8 +269,7 @@ class Shipper:
             elif source.is_file():
                 (mirror / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, mirror / rel)
-        self.transfer[stage] = {"pulled_bytes": 0, "pull_seconds": 0.0, "pushed_bytes": 0, "push_seconds": 0.0,
-                                "state_in_bytes": 0, "state_out_bytes": 0, "land_seconds": 0.0, "tasks": []}
+        self.transfer[stage] = {**dict.fromkeys(COUNTED, 0), "land_seconds": 0.0, "tasks": []}
 
     def shipment(self, stage: str) -> Shipment:
         mirror = self.mirror(stage)
@@ -283,9 +284,10 @@ class Shipper:
 
     def _lock_text(self) -> str:
         path = self.root / _lock_file(self.dag)
-        lock = (yaml.safe_load(path.read_text()) if path.is_file() else None) or {}  # catalog-ok: DVC's lock
+        text = path.read_text() if path.is_file() else ""  # catalog-ok: DVC's lock
         if not self.unrecorded:
-            return path.read_text() if path.is_file() else ""
+            return text
+        lock = yaml.safe_load(text) or {}
         lock.setdefault("schema", "2.0")
         lock.setdefault("stages", {}).update(self.unrecorded)
         return yaml.safe_dump(lock, sort_keys=False)
@@ -312,9 +314,9 @@ class Shipper:
         return summary
 
     def _count(self, stage: str, record: dict) -> None:
-        totals = self.transfer.setdefault(stage, {"tasks": []})
-        for key in ("pulled_bytes", "pull_seconds", "pushed_bytes", "push_seconds", "state_in_bytes", "state_out_bytes"):
-            totals[key] = totals.get(key, 0) + record.get(key, 0)
+        totals = self.transfer[stage]  # begun by `begin`
+        for key in COUNTED:
+            totals[key] += record.get(key, 0)
         if record:
             keys = ("piece", "node", "node_labels", "folder", "code", "data_at_start")
             totals["tasks"].append({k: record[k] for k in keys if k in record})
