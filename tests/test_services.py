@@ -15,8 +15,8 @@ import yaml
 from conftest import BIN, WORKER_LABEL, api_post, clean_env, last_run, make_project
 from test_faults import _faults_dag, _output
 
-STAGES = ["train", "forecast", "allocate", "continue", "compress"]
-PINNED = ["train", "continue", "compress"]  # on the second node; forecast and allocate anywhere
+STAGES = list(yaml.safe_load((Path(__file__).parents[1] / "dags/smoke.yaml").read_text())["stages"])  # all of them
+PINNED = ["train", "continue", "compress", "bench"]  # on the second node; the others anywhere
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -37,7 +37,7 @@ def test_run_on_a_two_node_cluster_ships_the_code_and_exchanges_files_only_throu
     tmp_path, prefect_server, ray_cluster
 ):
     project = make_project(tmp_path / "p")
-    # the smoke DAG up to the first stage after the closed loop (a diverged job must be carried that far)
+    # the whole smoke DAG, with a diverged job carried to the end
     dag = _faults_dag(project, STAGES, ["digits-mlp", "digits-allcnn", "crowd-mcnn", "sprites-resnet"], 2)
     spec = yaml.safe_load((project / dag).read_text())
     spec["overrides"]["train"]["jobs"][1].update(optimizer="sgd", lr=1e9)  # digits-allcnn diverges
