@@ -32,7 +32,7 @@ from flows.versioning import VersioningError, resolve_remote
 from qoeflow.dag.spec import load_dag
 from qoeflow.runlock import project_lock
 from tasks import REGISTRY
-from tasks.context import StageError
+from tasks.context import StageError, item_name
 from tasks.runner import add_round, load_project, make_context, next_round, run_check, run_gather, run_item, run_single
 
 
@@ -252,8 +252,9 @@ def _run_dag(root: str, dag_path: str, dag, tree: dict, force: list[str] | None,
         run.futures = []
         for i in indices:
             label = str(items[i].get("name", i)) if isinstance(items[i], dict) else str(i)
+            mine = shipper.for_item(ship, run.name, item_name(items[i])) if shipper is not None and ship else None
             run.futures.append(item_task.with_options(retries=stage.retries, task_run_name=f"{run.name}[{label}]{suffix}")
-                               .submit(root, dag_path, run.name, tree, view.board_name, i, run.round, ship=ship))
+                               .submit(root, dag_path, run.name, tree, view.board_name, i, run.round, ship=mine))
         run.phase = "items"
 
     def schedule() -> None:

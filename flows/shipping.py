@@ -7,6 +7,8 @@ fresh folder of its own on its node (`TaskFolder`):
 - it receives the stage's working state from the driver through Ray's object store: what the stage's
   earlier items and rounds kept (`.qoeflow/staging/STAGE`), its persisted outputs and the run record, as a
   tar of at most MAX_STATE_BYTES;
+- an item of a task that declares its `item_files` (tasks/__init__.py) pulls and receives only its own
+  files of those folders, so what travels grows with the items, not with their square;
 - an item, or a gather that asks for another round, sends back the files of that state it changed;
 - the step that finishes the stage commits its outputs with DVC in its folder, pushes them to the remote,
   and returns their dvc.lock entry; the driver (`Shipper`) records the entry and pulls the outputs.
@@ -18,6 +20,7 @@ a path it happens to share with the driver.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import os
@@ -27,7 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import yaml
 
@@ -58,12 +61,47 @@ class Shipment:
     dvc_yaml: str
     lock: str  # the DAG's dvc.lock with this run's unrecorded (--set) stages too; "" when there is none
     state: bytes
+    item: str = ""  # for a foreach item's task: the item's name (its own files of the task's item_files)
 
 
 def state_roots(dag: Dag, stage: str) -> list[str]:
     """A stage's working state, as paths relative to the project: its staging folder and persisted outputs."""
     return [(Path(".qoeflow") / "staging" / stage).as_posix(),
             *(out.path for out in dag.stages[stage].outs.values() if out.persist)]
+
+
+def item_keeps(dag: Dag, stage: str, item: str) -> Callable[[str], bool] | None:
+    """Whether a file of a stage's working state (a path relative to the project) is one the item `item`
+    reads, by its task's `item_files`; None when the task declares none (its items get everything)."""
+    declared = REGISTRY[dag.stages[stage].task].item_files
+    if not declared:
+        return None
+    staging = (Path(".qoeflow") / "staging" / stage).as_posix() + "/"
+    outs = dag.stages[stage].outs
+    folders = {outs[name].path + "/": pattern for name, pattern in declared.items() if name in outs}
+
+    def keeps(rel: str) -> bool:
+        if rel.startswith(staging):  # the kept documents, and the item's own sub-folder
+            inner = rel[len(staging):]
+            return "/" not in inner or inner.startswith(f"{item}/")
+        for folder, pattern in folders.items():
+            if rel.startswith(folder):
+                return pattern is not None and rel[len(folder):] == pattern.format(item=item)
+        return True
+
+    return keeps
+
+
+def item_inputs(dag: Dag, stage: str, item: str) -> list[tuple[str, str]]:
+    """What a task of `stage` pulls: (the input's path, the path to pull), one per input it reads; for an
+    item (`item` not empty) of a task with `item_files`, only the item's own file of those folders."""
+    task = REGISTRY[dag.stages[stage].task]
+    pulls = []
+    for name in task.item_reads(dag, stage) if item else task.reads(dag, stage):
+        path = input_path(dag, stage, name)
+        pattern = task.item_files.get(name) if item else None
+        pulls.append((path, f"{path}/{pattern.format(item=item)}" if pattern else path))
+    return sorted(set(pulls))
 
 
 def _files(root: Path, relatives: list[str]) -> dict[str, tuple[int, int]]:
@@ -131,8 +169,8 @@ class TaskFolder:
         self.root = Path(tempfile.mkdtemp(prefix=f"qoeflow-{self.stage}-"))
         shutil.copytree(code, self.root, dirs_exist_ok=True, symlinks=True,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        self.record = {"piece": self.piece, "node": ray.get_runtime_context().get_node_id(), "folder": str(self.root),
-                       "code": str(code), "node_labels": _node_labels(),
+        self.record = {"piece": self.piece, "item": self.ship.item, "node": ray.get_runtime_context().get_node_id(),
+                       "folder": str(self.root), "code": str(code), "node_labels": _node_labels(),
                        "data_at_start": sorted(_files(self.root, ["data"]))}
         self.dag = load_dag(self.root / self.dag_path)
         self.dag.path = self.dag_path
@@ -162,20 +200,27 @@ class TaskFolder:
         return f"DVC remote '{self.ship.remote}' ({self.ship.remote_url})"
 
     def _pull_inputs(self) -> None:
-        spec = self.dag.stages[self.stage]
-        paths = sorted({input_path(self.dag, self.stage, n) for n in REGISTRY[spec.task].reads(self.dag, self.stage)})
+        pulls = item_inputs(self.dag, self.stage, self.ship.item)
         start = time.perf_counter()
-        if paths:
-            from dvc.exceptions import DvcException
-
-            try:
-                with self._repo() as repo:
-                    repo.pull(targets=[str(self.root / p) for p in paths], remote=self.ship.remote)  # not cwd-relative
-            except DvcException as exc:
-                raise VersioningError(f"stage '{self.stage}': pulling its inputs {', '.join(paths)} from "
-                                      f"{self._remote()} failed: {exc}") from None
-        self.record["pulled_bytes"] = sum(size for size, _ in _files(self.root, paths).values())
+        self._pull([target for _, target in pulls])
+        # an item's own file that its folder lacks (a job that diverged): the whole folder, so that the
+        # stage sees what it would see locally and says so in its own words
+        self._pull([path for path, target in pulls if target != path and not (self.root / target).exists()])
+        self.record["pulled"] = [target for _, target in pulls]
+        self.record["pulled_bytes"] = sum(size for size, _ in _files(self.root, self.record["pulled"]).values())
         self.record["pull_seconds"] = time.perf_counter() - start
+
+    def _pull(self, paths: list[str]) -> None:
+        if not paths:
+            return
+        from dvc.exceptions import DvcException
+
+        try:
+            with self._repo() as repo:
+                repo.pull(targets=[str(self.root / p) for p in paths], remote=self.ship.remote)  # not cwd-relative
+        except DvcException as exc:
+            raise VersioningError(f"stage '{self.stage}': pulling its inputs {', '.join(paths)} from "
+                                  f"{self._remote()} failed: {exc}") from None
 
     def finish(self, summary: dict, final: bool) -> dict:
         """The task's summary for the driver: with the stage's dvc.lock entry once its outputs are pushed
@@ -282,6 +327,15 @@ class Shipper:
         return Shipment(self.remote.name, self.remote.url, configs, self.dag.dvc_file(),
                         (self.root / self.dag.dvc_file()).read_text(), self._lock_text(), state)
 
+    def for_item(self, ship: Shipment, stage: str, item: str) -> Shipment:
+        """The shipment of one item's task: `ship` narrowed to the item's own files (`item_keeps`)."""
+        keeps = item_keeps(self.dag, stage, item)
+        if keeps is None:
+            return dataclasses.replace(ship, item=item)
+        mirror = self.mirror(stage)
+        files = [rel for rel in sorted(_files(mirror, [".qoeflow", "data"])) if keeps(rel)]
+        return dataclasses.replace(ship, item=item, state=pack(mirror, files, f"stage '{stage}' item {item}"))
+
     def _lock_text(self) -> str:
         path = self.root / _lock_file(self.dag)
         text = path.read_text() if path.is_file() else ""  # catalog-ok: DVC's lock
@@ -318,5 +372,5 @@ class Shipper:
         for key in COUNTED:
             totals[key] += record.get(key, 0)
         if record:
-            keys = ("piece", "node", "node_labels", "folder", "code", "data_at_start")
+            keys = ("piece", "item", "node", "node_labels", "folder", "code", "data_at_start", "pulled")
             totals["tasks"].append({k: record[k] for k in keys if k in record})

@@ -27,6 +27,12 @@ class TaskDef:
     items: `{"again": [item indices]}`). An optional `check(ctx)` runs once before anything else and raises
     StageError to refuse the stage before work starts. `inputs` must come from the stage's
     dependencies; `optional` inputs are read when a dependency writes them (the report shows what exists).
+
+    `item_files` says what of a folder artifact one item reads (an input) or keeps (a persisted output): a
+    pattern inside the folder with `{item}` for the item's name, or None for nothing of it. A task that
+    declares it also promises that an item reads, of its staging folder, only the kept documents at its top
+    and its own sub-folder `{item}/`. On a cluster an item's task gets only those files (flows/shipping.py);
+    the gather gets everything.
     """
 
     name: str
@@ -35,11 +41,16 @@ class TaskDef:
     outputs: tuple[str, ...] = ()
     entry: dict[str, str] = field(default_factory=dict)
     optional: tuple[str, ...] = ()
+    item_files: dict[str, str | None] = field(default_factory=dict)
 
     def reads(self, dag: Dag, stage: str) -> tuple[str, ...]:
         """What the task reads as DAG stage `stage`: its inputs and the optional ones its dependencies write."""
         provided = {out for dep in dag.stages[stage].deps if dep in dag.stages for out in dag.stages[dep].outs}
         return self.inputs + tuple(name for name in self.optional if name in provided)
+
+    def item_reads(self, dag: Dag, stage: str) -> tuple[str, ...]:
+        """What one `foreach` item reads: `reads`, less the folders whose `item_files` entry is None."""
+        return tuple(n for n in self.reads(dag, stage) if not (n in self.item_files and self.item_files[n] is None))
 
     def function(self, kind: str) -> Callable[..., Any] | None:
         """The task's `check`, `run`, `run_item` or `gather` function, imported on first use."""
@@ -60,6 +71,11 @@ def register(task: TaskDef) -> TaskDef:
     for name in task.inputs + task.optional + task.outputs:
         if name not in CATALOG:
             raise ValueError(f"task '{task.name}': artifact '{name}' is not declared in the catalog (tasks/catalog.py)")
+    for name, pattern in task.item_files.items():
+        if name not in task.inputs + task.optional + task.outputs or not CATALOG[name].folder:
+            raise ValueError(f"task '{task.name}': item_files names '{name}', which is not a folder it reads or writes")
+        if pattern is not None and "{item}" not in pattern:
+            raise ValueError(f"task '{task.name}': item_files pattern {pattern!r} of '{name}' lacks '{{item}}'")
     REGISTRY[task.name] = task
     return task
 
@@ -69,6 +85,7 @@ register(TaskDef(
     module="tasks.train",
     outputs=("curves", "jobs", "checkpoints", "models", "figure"),
     entry={"check": "check_budget", "run_item": "run_job", "gather": "gather_jobs"},
+    item_files={"checkpoints": "{item}.pt"},
 ))
 register(TaskDef(
     name="forecast",
@@ -91,6 +108,7 @@ register(TaskDef(
     outputs=("continued_curves", "plan_vs_actual", "selection", "continued_models", "continued_checkpoints",
              "replans", "replans_figure", "backtest", "scores"),
     entry={"run_item": "run_job", "gather": "gather"},
+    item_files={"checkpoints": "{item}.pt", "continued_checkpoints": "{item}.pt"},
 ))
 register(TaskDef(
     name="compress",
@@ -98,6 +116,7 @@ register(TaskDef(
     inputs=("continued_models",),
     outputs=("variants", "compressed_models", "compression", "compression_figure"),
     entry={"run_item": "run_job", "gather": "gather"},
+    item_files={"continued_models": "{item}.pt"},
 ))
 register(TaskDef(
     name="multiexit",
@@ -105,6 +124,7 @@ register(TaskDef(
     inputs=("continued_models", "variants", "compressed_models"),  # variants rows name compressed files
     outputs=("multiexit_models", "exits", "exits_figure", "model_catalog"),
     entry={"run_item": "run_job", "gather": "gather"},
+    item_files={"continued_models": "{item}.pt", "compressed_models": None},
 ))
 register(TaskDef(
     name="bench",

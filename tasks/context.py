@@ -27,6 +27,11 @@ TMP = Path(".qoeflow") / "tmp"  # stages' unpublished outputs, on the same files
 RUN_RECORD = Path(".qoeflow") / "runs" / "last.json"  # the summary of the current or last `qoeflow run`
 
 
+def item_name(item: Any) -> str:
+    """A `foreach` item's name: a job's `name`, or the item itself (a job name, a seed)."""
+    return str(item["name"]) if isinstance(item, dict) and "name" in item else str(item)
+
+
 class StageError(RuntimeError):
     """A stage that cannot do its work; the message says what is wrong and where."""
 

@@ -47,9 +47,9 @@ def make_context(
     return ctx
 
 
-def _guarded(ctx: StageContext, fn: Callable[..., dict], *args: Any) -> dict:
+def _guarded(ctx: StageContext, reads: tuple[str, ...], fn: Callable[..., dict], *args: Any) -> dict:
     start = time.perf_counter()
-    ctx.require_inputs(REGISTRY[ctx.spec.task].reads(ctx.dag, ctx.stage))
+    ctx.require_inputs(reads)
     remove_path(ctx.root / TMP / ctx.stage)  # what an earlier, killed attempt left unpublished
     try:
         summary = dict(fn(ctx, *args) or {})
@@ -66,14 +66,14 @@ MAX_ROUNDS = 1000  # an iterating stage that asks for more rounds than this has 
 def run_item(ctx: StageContext, index: int) -> dict:
     """One `foreach` item of a stage (in round `ctx.round`)."""
     task = REGISTRY[ctx.spec.task]
-    return _guarded(ctx, task.function("run_item"), ctx.items()[index])
+    return _guarded(ctx, task.item_reads(ctx.dag, ctx.stage), task.function("run_item"), ctx.items()[index])
 
 
 def run_gather(ctx: StageContext, item_summaries: list[dict]) -> dict:
     """The gather step of a `foreach` stage: combines the items and publishes the outputs, or asks for
     another round: `summary["again"]` lists the indices of the items to run again (see `next_round`)."""
     task = REGISTRY[ctx.spec.task]
-    summary = _guarded(ctx, task.function("gather"), item_summaries)
+    summary = _guarded(ctx, task.reads(ctx.dag, ctx.stage), task.function("gather"), item_summaries)
     items = [s.get("compute_seconds", 0.0) for s in item_summaries]
     summary["critical_seconds"] = summary["compute_seconds"] + max(items, default=0.0)  # items ran side by side
     summary["compute_seconds"] = summary["compute_seconds"] + sum(items)
@@ -103,7 +103,8 @@ def add_round(total: dict | None, summary: dict) -> dict:
 
 def run_single(ctx: StageContext) -> dict:
     """A stage without fan-out."""
-    return _guarded(ctx, REGISTRY[ctx.spec.task].function("run"))
+    task = REGISTRY[ctx.spec.task]
+    return _guarded(ctx, task.reads(ctx.dag, ctx.stage), task.function("run"))
 
 
 def run_check(ctx: StageContext) -> None:

@@ -120,3 +120,48 @@ def test_a_dag_refuses_a_custom_resource_that_is_not_a_label(custom, message):
     dag = Dag(name="t", stages={"a": {"task": "train", "resources": {"custom": {"gpu_box": 1}}},
                                 "b": {"task": "train", "resources": {"custom": {"gpu_box": 2, "x-1": 0.5}}}})
     assert dag.custom_resources() == {"gpu_box": 2, "x-1": 0.5}
+
+
+def test_an_item_gets_only_its_own_files_of_the_folders_its_task_declares():
+    from flows.shipping import item_inputs, item_keeps
+    from qoeflow.dag.spec import load_dag
+
+    dag = load_dag(Path(__file__).parents[1] / "dags/smoke.yaml")
+    keeps = item_keeps(dag, "continue", "digits-mlp")
+    assert keeps(".qoeflow/staging/continue/round-2.json"), "the kept documents of every round"
+    assert keeps(".qoeflow/staging/continue/digits-mlp/model.pt") and keeps(".qoeflow/runs/last.json")
+    assert keeps("data/smoke/continue/checkpoints/digits-mlp.pt")
+    assert not keeps("data/smoke/continue/checkpoints/digits-mlp2.pt"), "a name that only begins alike"
+    assert not keeps(".qoeflow/staging/continue/crowd-mcnn/model.pt")
+    assert not keeps("data/smoke/continue/checkpoints/crowd-mcnn.pt")
+    assert item_keeps(dag, "deploy", "0") is None, "a task that declares nothing: its items get everything"
+    pulls = dict(item_inputs(dag, "continue", "digits-mlp"))
+    assert pulls["data/smoke/train/checkpoints"] == "data/smoke/train/checkpoints/digits-mlp.pt"
+    assert pulls["data/smoke/allocate/allocation.json"] == "data/smoke/allocate/allocation.json"
+    assert dict(item_inputs(dag, "continue", ""))["data/smoke/train/checkpoints"] == "data/smoke/train/checkpoints"
+    assert "data/smoke/compress/models" not in dict(item_inputs(dag, "multiexit", "sprites-resnet")), \
+        "an item that reads none of a folder pulls none of it"
+
+
+@pytest.mark.parametrize("item_files, message", [
+    ({"curves": "{item}.pt"}, "not a folder it reads or writes"),
+    ({"models": "{item}.pt"}, "not a folder it reads or writes"),
+    ({"checkpoints": "all.pt"}, "lacks '{item}'"),
+])
+def test_a_task_refuses_item_files_it_cannot_have(item_files, message):
+    from tasks import TaskDef, register
+
+    task = TaskDef(name="t", module="tasks.continue_training", inputs=("curves", "checkpoints"), item_files=item_files)
+    with pytest.raises(ValueError, match=message):
+        register(task)
+
+
+def test_the_readme_names_every_task_whose_items_get_only_their_own_files():
+    import re
+
+    from tasks import REGISTRY
+
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    sentence = re.search(r"An item of ((?:`\w+`,? (?:or )?)+)pulls and gets only its own", readme)
+    assert sentence, "the README's sentence on item_files"
+    assert set(re.findall(r"`(\w+)`", sentence.group(1))) == {n for n, t in REGISTRY.items() if t.item_files}

@@ -65,6 +65,12 @@ def test_run_on_a_two_node_cluster_ships_the_code_and_exchanges_files_only_throu
         assert all(t["data_at_start"] == [] for t in tasks), tasks
         if name in PINNED:
             assert all(WORKER_LABEL in t["node_labels"] for t in tasks), (name, tasks)
+    for task in stages["continue"]["transfer"]["tasks"]:  # an item pulls its own checkpoint, not every job's
+        checkpoints = [p for p in task["pulled"] if p.startswith("data/faults/train/checkpoints")]
+        assert checkpoints == (["data/faults/train/checkpoints"] if task["piece"] == "gather" else
+                               [f"data/faults/train/checkpoints/{task['item']}.pt"]), task
+    assert not any("compress/models" in p for t in stages["multiexit"]["transfer"]["tasks"] if t["piece"] != "gather"
+                   for p in t["pulled"]), "a multi-exit item reads no compressed model"
     assert stages["continue"]["transfer"]["pulled_bytes"] > 0 and stages["train"]["transfer"]["pushed_bytes"] > 0
     assert all(stages["continue"]["transfer"][k] > 0 for k in ("pull_seconds", "push_seconds", "land_seconds"))
     for name in STAGES:  # the driver pulled every output of every stage, and DVC agrees they are the recorded ones
