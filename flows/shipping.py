@@ -218,7 +218,7 @@ class TaskFolder:
         try:
             with self._repo() as repo:
                 repo.pull(targets=[str(self.root / p) for p in paths], remote=self.ship.remote)  # not cwd-relative
-        except DvcException as exc:
+        except (DvcException, OSError) as exc:  # a local remote's errors are the filesystem's
             raise VersioningError(f"stage '{self.stage}': pulling its inputs {', '.join(paths)} from "
                                   f"{self._remote()} failed: {exc}") from None
 
@@ -244,7 +244,7 @@ class TaskFolder:
             with self._repo() as repo:
                 repo.commit(target, force=True)
                 repo.push(targets=[target], remote=self.ship.remote)
-        except DvcException as exc:
+        except (DvcException, OSError) as exc:  # a read-only local remote: OSError
             raise VersioningError(f"stage '{self.stage}': pushing its outputs to {self._remote()} failed: {exc}; "
                                   "its outputs stay out of the driver's data/") from None
         self.record["push_seconds"] = time.perf_counter() - start

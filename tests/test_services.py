@@ -90,16 +90,35 @@ def test_run_on_a_two_node_cluster_ships_the_code_and_exchanges_files_only_throu
     assert "digits-allcnn" not in allocation["jobs"]
 
 
-def test_a_cluster_run_whose_remote_is_unreachable_fails_naming_it_and_pulls_nothing(tmp_path, prefect_server,
-                                                                                      ray_cluster):
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """An empty folder that refuses writes, root's included: a read-only bind mount (needs root with
+    CAP_SYS_ADMIN; skipped, saying so, where `mount` is not allowed)."""
+    source, target = tmp_path / "ro-source", tmp_path / "ro"
+    source.mkdir()
+    target.mkdir()
+    mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(source), str(target)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"a read-only remote needs a read-only bind mount: {mounted.stderr.strip()}")
+    yield target
+    subprocess.run(["umount", str(target)], check=True)
+
+
+@pytest.mark.parametrize("kind", ["unreachable", "read-only"])
+def test_a_cluster_run_whose_remote_is_unreachable_or_read_only_fails_naming_it_and_pulls_nothing(
+        kind, tmp_path, prefect_server, ray_cluster, request):
     project = make_project(tmp_path / "p")
     dag = _faults_dag(project, ["train", "forecast"], ["digits-mlp"], 1)
-    _remote(project, "/dev/null/remote", name="broken")  # under a file: no one can create it, root included
+    # under a file, no one can create the unreachable one, root included
+    url = "/dev/null/remote" if kind == "unreachable" else str(request.getfixturevalue("read_only_folder"))
+    _remote(project, url, name="broken")
     result = subprocess.run([str(BIN / "qoeflow"), "run", "--dag", dag, "--ray-address", ray_cluster], cwd=project,
                             env=clean_env(PREFECT_API_URL=prefect_server), capture_output=True, text=True, timeout=600)
     message = " ".join(result.stderr.split())
     assert result.returncode == 1, result.stderr[-3000:]
-    assert "stage 'train' failed" in message and "DVC remote 'broken' (/dev/null/remote)" in message, message[-3000:]
+    assert "stage 'train' failed" in message, message[-3000:]
+    assert f"stage 'train': pushing its outputs to DVC remote 'broken' ({url}) failed" in message, message[-3000:]
+    assert ("Read-only file system" if kind == "read-only" else "/dev/null") in message, message[-3000:]
     assert last_run(project)["forecast"]["status"] == "blocked"
     assert not (project / "data").exists(), "nothing half-written reached the driver's data/"
     assert not (project / "dags/faults/dvc.lock").exists()
