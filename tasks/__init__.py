@@ -29,7 +29,7 @@ class TaskDef:
     dependencies; `optional` inputs are read when a dependency writes them (the report shows what exists).
 
     `item_files` says what of a folder artifact one item reads (an input) or keeps (a persisted output): a
-    pattern inside the folder with `{item}` for the item's name, or None for nothing of it. A task that
+    file name inside the folder with `{item}` for the item's name (`{item}.pt`), or None for nothing of it. A task that
     declares it also promises that an item reads, of its staging folder, only the kept documents at its top
     and its own sub-folder `{item}/`. On a cluster an item's task gets only those files (flows/shipping.py);
     the gather gets everything.
@@ -41,7 +41,7 @@ class TaskDef:
     outputs: tuple[str, ...] = ()
     entry: dict[str, str] = field(default_factory=dict)
     optional: tuple[str, ...] = ()
-    item_files: dict[str, str | None] = field(default_factory=dict)
+    item_files: dict[str, str | None] = field(default_factory=dict)  # artifact -> one item's file name, or None
 
     def reads(self, dag: Dag, stage: str) -> tuple[str, ...]:
         """What the task reads as DAG stage `stage`: its inputs and the optional ones its dependencies write."""
@@ -75,7 +75,7 @@ def register(task: TaskDef) -> TaskDef:
         if name not in task.inputs + task.optional + task.outputs or not CATALOG[name].folder:
             raise ValueError(f"task '{task.name}': item_files names '{name}', which is not a folder it reads or writes")
         if pattern is not None and "{item}" not in pattern:
-            raise ValueError(f"task '{task.name}': item_files pattern {pattern!r} of '{name}' lacks '{{item}}'")
+            raise ValueError(f"task '{task.name}': item_files name {pattern!r} of '{name}' lacks '{{item}}'")
     REGISTRY[task.name] = task
     return task
 
