@@ -238,20 +238,21 @@ class TaskFolder:
     def _commit_and_push(self) -> dict:
         from dvc.exceptions import DvcException
 
-        target = f"{self.root / self.ship.dvc_file}:{self.stage}"  # absolute: DVC reads targets from the cwd
+        from flows.bookkeeping import DvcBook
+
+        book = DvcBook(self.root, self.dag)
         start = time.perf_counter()
         try:
+            entry = book.commit(self.stage)
             with self._repo() as repo:
-                repo.commit(target, force=True)
-                repo.push(targets=[target], remote=self.ship.remote)
+                repo.push(targets=[book.target(self.stage)], remote=self.ship.remote)
         except (DvcException, OSError) as exc:  # a read-only local remote: OSError
             raise VersioningError(f"stage '{self.stage}': pushing its outputs to {self._remote()} failed: {exc}; "
                                   "its outputs stay out of the driver's data/") from None
         self.record["push_seconds"] = time.perf_counter() - start
         outs = [out.path for out in self.dag.stages[self.stage].outs.values()]
         self.record["pushed_bytes"] = sum(size for size, _ in _files(self.root, outs).values())
-        lock = yaml.safe_load((self.root / _lock_file(self.dag)).read_text())  # catalog-ok: DVC's lock
-        return lock["stages"][self.stage]
+        return entry
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
