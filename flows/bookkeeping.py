@@ -72,16 +72,17 @@ def off_the_books(root: Path, dag: Dag, run_tree: dict) -> set[str]:
     return off
 
 
-def stage_code(root: Path, task: str) -> list[str]:
+def stage_code(root: Path, task: str, parsed: dict[Path, list[str]] | None = None) -> list[str]:
     """The project files a stage's code imports (its task module and the stage runner), transitively, and
-    its task module's templates."""
+    its task module's templates (`parsed`: shared by the calls of one moment, see module_closure)."""
     module = REGISTRY[task].module
-    return module_closure(root, [module, "tasks.runner"]) + module_templates(root.resolve(), module)
+    return module_closure(root, [module, "tasks.runner"], parsed) + module_templates(root.resolve(), module)
 
 
 def dvc_text(root: Path, dag: Dag) -> str:
     """The dvc.yaml text exported from a DAG; each stage's code dependencies derived from its imports."""
-    code = {stage.task: stage_code(root, stage.task) for stage in dag.stages.values()}
+    parsed: dict[Path, list[str]] = {}  # each file read once for all the stages
+    code = {stage.task: stage_code(root, stage.task, parsed) for stage in dag.stages.values()}
     inputs = {stage.task: REGISTRY[stage.task].reads(dag, name) for name, stage in dag.stages.items()}
     return render(dag, to_dvc(dag, code, inputs))
 

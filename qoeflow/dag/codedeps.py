@@ -49,10 +49,13 @@ def _imported_names(path: Path, module: str) -> Iterable[str]:
             yield from (f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
 
 
-def module_closure(root: Path, modules: Iterable[str]) -> list[str]:
+def module_closure(root: Path, modules: Iterable[str], parsed: dict[Path, list[str]] | None = None) -> list[str]:
     """Project files (relative POSIX paths, sorted) that importing `modules` loads, transitively.
 
-    Read afresh on every call (a few milliseconds a file): the answer follows the files as they are now."""
+    Read afresh on every call (a few milliseconds a file), so the answer follows the files as they are now;
+    a caller asking for several closures at one moment shares `parsed` (file -> the names it imports)
+    between the calls, and each file is read once."""
+    parsed = {} if parsed is None else parsed
     root = root.resolve()
     seen: dict[Path, str] = {}
     frontier = list(modules)
@@ -65,7 +68,9 @@ def module_closure(root: Path, modules: Iterable[str]) -> list[str]:
         for init in _package_inits(root, module):
             if init not in seen:
                 frontier.append(".".join(init.relative_to(root).parent.parts))
-        frontier.extend(name for name in _imported_names(path, module) if name)
+        if path not in parsed:
+            parsed[path] = [name for name in _imported_names(path, module) if name]
+        frontier.extend(parsed[path])
     return sorted(p.relative_to(root).as_posix() for p in seen)
 
 
