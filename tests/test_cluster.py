@@ -105,6 +105,39 @@ def test_a_stage_that_cannot_be_pulled_leaves_dvc_lock_and_the_workspace_as_they
     assert not [p for p in driver.rglob("data/*") if p.is_file()], "no output file written"
 
 
+def test_a_commit_records_what_dvc_commit_would_and_a_failed_write_leaves_dvc_lock_whole(tmp_path, monkeypatch):
+    from dvc.repo import Repo
+
+    ours, dvcs = tmp_path / "ours", tmp_path / "dvcs"
+    dag = Dag(name="t", stages={"make": {"task": "make", "outs": {"out": "data/out.txt"}}})
+    for project in (ours, dvcs):
+        _dvc_project(project, tmp_path / "remote")
+        (project / "data").mkdir()
+        (project / "data/out.txt").write_text("made")
+    with Repo(str(dvcs)) as repo:
+        repo.commit(f"{dvcs}/dvc.yaml:make", force=True)
+    entry = DvcBook(ours, dag).commit("make")
+    assert entry == yaml.safe_load((dvcs / "dvc.lock").read_text())["stages"]["make"]
+    assert yaml.safe_load((ours / "dvc.lock").read_text()) == yaml.safe_load((dvcs / "dvc.lock").read_text())
+    status = subprocess.run([str(BIN / "dvc"), "status"], cwd=ours, capture_output=True, text=True, env=clean_env())
+    assert "up to date" in status.stdout, status.stdout + status.stderr
+
+    before = (ours / "dvc.lock").read_bytes()
+    (ours / "data/out.txt").write_text("made again")
+
+    def half_then_full(self, data: bytes) -> None:  # the disk fills up in the middle of the write
+        with open(self, "wb") as f:
+            f.write(data[: len(data) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr("pathlib.Path.write_bytes", half_then_full)
+    with pytest.raises(OSError, match="disk full"):
+        DvcBook(ours, dag).commit("make")
+    monkeypatch.undo()
+    assert (ours / "dvc.lock").read_bytes() == before, "the old dvc.lock, whole"
+    assert sorted(p.name for p in ours.iterdir() if "lock" in p.name) == ["dvc.lock"], "no half-written sibling"
+
+
 @pytest.mark.parametrize("custom, message", [
     ({"CPU": 1}, "custom resource 'CPU': a label of letters"),
     ({"node:10.0.0.2": 1}, "custom resource 'node:10.0.0.2'"),
