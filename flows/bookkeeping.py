@@ -178,7 +178,7 @@ class DvcBook:
 
         DVC hashes and caches (as `dvc commit --force` does); the entry is written here with libyaml,
         because DVC's own dump re-reads the whole dvc.lock with a pure-Python round-trip parser to keep
-        its formatting: 0.6 s a stage on the smoke DAG's 110 kB lock, and growing with every stage."""
+        its formatting: 0.85 s a stage on the smoke DAG's 110 kB lock, and growing with every stage."""
         from dvc.repo import lock_repo
         from dvc.stage.serialize import to_single_stage_lockfile
 
@@ -242,4 +242,3 @@ class DvcBook:
                         self.lock_path.unlink(missing_ok=True)
                     else:
                         write_atomic_bytes(self.lock_path, before.encode())
-
