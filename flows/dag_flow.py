@@ -251,8 +251,8 @@ def _run_dag(root: str, dag_path: str, dag, tree: dict, force: list[str] | None,
         suffix = f" round {run.round}" if run.round else ""
         run.futures = []
         for i in indices:
-            label = str(items[i].get("name", i)) if isinstance(items[i], dict) else str(i)
-            mine = shipper.for_item(ship, run.name, item_name(items[i])) if shipper is not None and ship else None
+            label = item_name(items[i])
+            mine = shipper.for_item(ship, run.name, label) if shipper is not None and ship is not None else None
             run.futures.append(item_task.with_options(retries=stage.retries, task_run_name=f"{run.name}[{label}]{suffix}")
                                .submit(root, dag_path, run.name, tree, view.board_name, i, run.round, ship=mine))
         run.phase = "items"

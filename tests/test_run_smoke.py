@@ -103,7 +103,8 @@ def test_ray_workers_and_driver_report_to_one_prefect_api(project, first_run):
         tasks = dict(conn.execute("select name, state_type from task_run").fetchall())
     assert flows == [("COMPLETED",)]
     for name in ("train[digits-mlp]", "train[digits-allcnn]", "train[crowd-mcnn]", "train[gather]", "forecast",
-                 "allocate", "continue[crowd-mcnn]", "continue[gather]", "asha", "deploy[0]", "deploy[gather]", "report"):
+                 "allocate", "continue[crowd-mcnn]", "continue[gather]", "compress[sprites-resnet]", "asha",
+                 "deploy[0]", "deploy[gather]", "report"):  # items named by their job (compress.jobs), or seed
         assert tasks.get(name) == "COMPLETED", tasks
     assert "Started a local Ray instance" in first_run.stderr + first_run.stdout
 
