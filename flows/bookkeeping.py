@@ -187,7 +187,7 @@ class DvcBook:
                 (found,) = repo.stage.collect(self.target(stage))
                 found.save()
                 found.commit()
-                entry = json.loads(json.dumps(to_single_stage_lockfile(found)))  # plain dicts and lists
+                entry = json.loads(json.dumps(to_single_stage_lockfile(found)))  # catalog-ok: no file; plain dicts
                 self._write_entry(stage, entry, dict(found.dvcfile.lockfile_contents))  # as DVC just read it
         return entry
 

@@ -29,10 +29,10 @@ class TaskDef:
     dependencies; `optional` inputs are read when a dependency writes them (the report shows what exists).
 
     `item_files` says what of a folder artifact one item reads (an input) or keeps (a persisted output): a
-    file name inside the folder with `{item}` for the item's name (`{item}.pt`), or None for nothing of it. A task that
-    declares it also promises that an item reads, of its staging folder, only the kept documents at its top
-    and its own sub-folder `{item}/`. On a cluster an item's task gets only those files (flows/shipping.py);
-    the gather gets everything.
+    file name inside the folder with `{item}` for the item's name (`{item}.pt`), or None for nothing of it.
+    A task that declares it also promises that an item reads, of its staging folder, only the kept documents
+    at its top and its own sub-folder `{item}/`. On a cluster an item's task gets only those files
+    (flows/shipping.py); the gather gets everything.
     """
 
     name: str
