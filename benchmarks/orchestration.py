@@ -4,6 +4,11 @@
 2. A rerun with nothing changed: wall time, and no stage runs.
 3. Four equal training jobs on a 2-CPU Ray run against the same four in sequence (`qoeflow stage`).
 4. With --lifecycle: the default `qoeflow run` of dags/lifecycle.yaml on this machine.
+5. The one-off floor: a DAG of one stage with one tiny item, its wall time, compute and the CPU-seconds the
+   whole machine spent (services, workers and all) while it ran.
+
+The smoke runs' handovers (a stage's first task start after its last dependency's last task ended; a gather's
+start after its items ended) come from the task runs the run's own Prefect server recorded.
 
 Each runs in a fresh copy of the project under benchmarks/work/ (git-ignored). Results go to
 benchmarks/results/orchestration.json and .md. Usage: python benchmarks/orchestration.py [--lifecycle]
@@ -12,6 +17,7 @@ benchmarks/results/orchestration.json and .md. Usage: python benchmarks/orchestr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -71,12 +77,64 @@ def _breakdown(wall: float, record: dict) -> dict:
     }
 
 
+def task_runs(project: Path) -> tuple[list[dict], float]:
+    """The last flow run's task runs as the run's Prefect server recorded them (its SQLite database, read after
+    the run): name, start and end in seconds from the flow run's start; and the flow run's length."""
+    import sqlite3
+    from datetime import datetime
+
+    def at(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    with contextlib.closing(sqlite3.connect(project / ".qoeflow/prefect/prefect.db")) as db:
+        flow_id, begun, ended = db.execute("SELECT id, start_time, end_time FROM flow_run ORDER BY created DESC LIMIT 1").fetchone()
+        rows = db.execute("SELECT name, start_time, end_time FROM task_run WHERE flow_run_id = ? AND start_time IS NOT NULL",
+                          (flow_id,)).fetchall()
+    zero = at(begun)
+    runs = [{"name": n, "start": (at(a) - zero).total_seconds(), "end": (at(b) - zero).total_seconds()} for n, a, b in rows if b]
+    return sorted(runs, key=lambda r: r["start"]), (at(ended) - zero).total_seconds()
+
+
+def handovers(project: Path, dag_path: str) -> dict:
+    """Seconds between a piece of work ending and the next one starting, from the Prefect task runs:
+    a stage after its dependencies (their last task's end, or if the machine's CPUs filled up meanwhile, the last end of a task before it, to
+    its first task's start: DVC commit and status, the next submission, Ray dispatch, Prefect's task-run start)
+    and a gather after its items. The first stage's counts from the flow run's start."""
+    dag = yaml.safe_load((project / dag_path).read_text())["stages"]
+    runs, flow_seconds = task_runs(project)
+    tasks = {name: [r for r in runs if r["name"] == name or r["name"].startswith(f"{name}[")] for name in dag}
+    first = {name: min(r["start"] for r in t) for name, t in tasks.items() if t}
+    last = {name: max(r["end"] for r in t) for name, t in tasks.items() if t}
+    cpus = os.cpu_count() or 1
+
+    def since(name: str) -> float:  # its deps' last end; if the machine filled up meanwhile, the last CPU freed
+        ready, begun = max((last[d] for d in dag[name].get("deps", [])), default=0.0), first[name]
+        moments = [ready] + [r["start"] for r in runs if ready < r["start"] < begun]
+        if any(sum(r["start"] <= m < r["end"] for r in runs) >= cpus for m in moments):
+            return max(r["end"] for r in runs if ready <= r["end"] <= begun)
+        return ready
+
+    stage = {name: first[name] - since(name) for name in first}
+    gather = []
+    for name, t in tasks.items():
+        items = []
+        for r in t:
+            if r["name"].startswith(f"{name}[gather]"):
+                if items:
+                    gather.append(r["start"] - max(i["end"] for i in items))
+                items = []
+            else:
+                items.append(r)
+    return {"stage": stage, "gather": gather, "after_last_task": flow_seconds - max(last.values())}
+
+
 def smoke_overhead(repeats: int) -> dict:
     rows = []
     for i in range(repeats):
         project = fresh(f"smoke{i}")
         wall, _ = timed([str(BIN / "qoeflow"), "run", "--dag", "dags/smoke.yaml"], project)
         row = _breakdown(wall, last_run(project))
+        row["handovers"] = handovers(project, "dags/smoke.yaml")
         rerun, _ = timed([str(BIN / "qoeflow"), "run", "--dag", "dags/smoke.yaml"], project)
         row.update(rerun=rerun, rerun_statuses=sorted({s["status"] for s in last_run(project)["stages"]}))
         rows.append(row)
@@ -113,6 +171,33 @@ def four_jobs(epochs: int) -> dict:
     }
 
 
+def busy_cpu_seconds() -> float:
+    """CPU-seconds this machine has spent busy (all processes, all cores) since boot, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
+
+
+def one_stage(repeats: int) -> dict:
+    """The one-off cost of a run: the smoke DAG cut to its train stage with one job of one epoch."""
+    project = fresh("one")
+    dag = yaml.safe_load((project / "dags/smoke.yaml").read_text().replace("data/smoke/", "data/one/"))
+    dag.update(name="one", dvc_dir="dags/one", stages={"train": dag["stages"]["train"]})
+    dag["overrides"] = {"train": {"jobs": [{"name": "digits-mlp", "task": "digits", "model": "mlp", "epochs": 1,
+                                            "max_epochs": 2, "lr": 0.003}]}, "allocate": {"probe_epochs": 1}}
+    (project / "dags/one.yaml").write_text(yaml.safe_dump(dag, sort_keys=False))
+    rows = []
+    for _ in range(repeats):
+        busy = busy_cpu_seconds()
+        wall, _ = timed([str(BIN / "qoeflow"), "run", "--dag", "dags/one.yaml", "--force", "train"], project)
+        cpu = busy_cpu_seconds() - busy
+        record = last_run(project)
+        compute = record["stages"][0]["compute_seconds"]
+        rows.append({"wall": wall, "compute": compute, "overhead": wall - compute, "cpu_seconds": cpu,
+                     "cpu_floor_of_overhead": (cpu - compute) / (os.cpu_count() or 1),
+                     **{k: v for k, v in record["services"].items()}})
+    return {"runs": rows, "median": {k: statistics.median(r[k] for r in rows) for k in rows[0]}}
+
+
 def lifecycle() -> dict:
     project = fresh("lifecycle")
     wall, _ = timed([str(BIN / "qoeflow"), "run", "--dag", "dags/lifecycle.yaml"], project)
@@ -125,7 +210,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--lifecycle", action="store_true", help="also time the default lifecycle run")
-    parser.add_argument("--only", choices=["smoke", "four_jobs", "lifecycle"], default=None,
+    parser.add_argument("--only", choices=["smoke", "one_stage", "four_jobs", "lifecycle"], default=None,
                         help="measure one part; the others keep their last committed figures")
     args = parser.parse_args()
     os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
@@ -134,6 +219,8 @@ def main() -> None:
     result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
     if args.only in (None, "smoke"):
         result["smoke"] = smoke_overhead(args.repeats)
+    if args.only in (None, "one_stage"):
+        result["one_stage"] = one_stage(args.repeats)
     if args.only in (None, "four_jobs"):
         result["four_jobs"] = four_jobs(args.epochs)
     if args.only == "lifecycle" or (args.only is None and args.lifecycle):
@@ -168,6 +255,35 @@ def main() -> None:
     ]
     if "lifecycle" in result:
         lines.append(f"| `qoeflow run` of dags/lifecycle.yaml | {result['lifecycle']['wall_seconds']:.0f} s | ≤ 15 min |")
+    if "one_stage" in result:
+        o = result["one_stage"]["median"]
+        lines += [
+            "",
+            f"The one-off cost, a DAG of one stage with one 1-epoch job (`--only one_stage`, median of {len(result['one_stage']['runs'])}):",
+            "",
+            "| measure | value |",
+            "| --- | --- |",
+            f"| wall / stage compute / overhead | {o['wall']:.1f} / {o['compute']:.1f} / {o['overhead']:.1f} s |",
+            f"| Ray start / Prefect API ready / flow import / in the flow / shutdown | {o['ray_start']:.1f} / {o['prefect_api_ready']:.1f} / "
+            f"{o['flow_import']:.1f} / {o['flow']:.1f} / {o['shutdown']:.1f} s |",
+            f"| CPU-seconds the machine spent busy during the run | {o['cpu_seconds']:.1f} |",
+            f"| of which beyond compute, spread over {result['machine']['cpus']} CPUs: the overhead's floor | {o['cpu_floor_of_overhead']:.1f} s |",
+        ]
+    if "handovers" in result["smoke"]["runs"][0]:
+        runs = [r["handovers"] for r in result["smoke"]["runs"]]
+        stages = list(runs[0]["stage"])
+        gathers = [g for r in runs for g in r["gather"]]
+        lines += [
+            "",
+            "Handovers in the smoke runs, from the task runs Prefect recorded (median over the runs; a stage's counts from its "
+            "dependencies' last task end, or from the last task end before it when the CPUs were full; the first stage's "
+            "from the flow run's start, while the workers finish warming up):",
+            "",
+            "| " + " | ".join(stages) + " | gather after its items (median, max) | flow end after the last task |",
+            "| " + " | ".join("---" for _ in range(len(stages) + 2)) + " |",
+            "| " + " | ".join(f"{statistics.median(r['stage'][n] for r in runs if n in r['stage']):.2f}" for n in stages)
+            + f" | {statistics.median(gathers):.2f}, {max(gathers):.2f} | {statistics.median(r['after_last_task'] for r in runs):.2f} |",
+        ]
     (RESULTS / "orchestration.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
