@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from flows.bookkeeping import add_to_summary
-from flows.runtime import check_ray_address, prefect_api, ray_init_kwargs, reaper, ui_address
+from flows.runtime import check_ray_address, prefect_api, ray_init_kwargs, reaper, shutdown_ray, ui_address
 from flows.warmup import warm_workers
 from qoeflow.dag.spec import load_dag
 
@@ -43,9 +43,7 @@ def launch(root: Path, dag_path: str, params_path: str, sets: list[str], force: 
 
     def stop_ray() -> None:
         if started_ray:
-            import ray
-
-            ray.shutdown()
+            shutdown_ray()
             started_ray.clear()
 
     failed = None

@@ -348,6 +348,21 @@ def ray_init_kwargs(address: str | None, root: Path | None = None, custom: dict[
     return kwargs
 
 
+def shutdown_ray() -> None:
+    """`ray.shutdown()`, less the second it waits at the end of every local run: Ray's autoscaler monitor
+    (of no use on one machine) outlives the SIGTERM that `ray.shutdown()` sends it for the whole second that
+    Ray grants before SIGKILL (measured: 1.0 of 1.35 s), so it is killed first."""
+    import ray
+    from ray._private import worker
+
+    node = getattr(worker, "_global_node", None)
+    if node is not None and node.head:  # a Ray this process started (a driver that joined one has no processes)
+        for info in node.all_processes.get("monitor", []):
+            info.process.kill()
+            info.process.wait(timeout=5)
+    ray.shutdown()
+
+
 def _ray_token_available() -> bool:
     path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
     return bool(os.environ.get("RAY_AUTH_TOKEN")) or Path(path).is_file()

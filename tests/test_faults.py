@@ -262,10 +262,19 @@ def test_second_run_is_refused_at_once_and_the_running_one_goes_on(project, tmp_
     _assert_no_partial_files(project)
 
 
-def test_next_run_runs_only_the_stages_that_had_not_finished(project):
+def test_next_run_runs_only_the_stages_that_had_not_finished_and_leaves_no_process_behind(project, tmp_path):
     assert "train" in FINISHED_BEFORE_KILL, "runs after the previous test"
-    result = qoeflow("run", *DAG, cwd=project, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    run = Driver(project, ["run", *DAG], tmp_path / "next.log")
+    started: dict[int, int] = {}
+    commands: dict[int, str] = {}
+    while run.process.poll() is None:  # every process the run starts, seen while it lives
+        for pid, when in _descendants(run.pid).items():
+            started[pid], commands[pid] = when, commands.get(pid) or _cmdline(pid)
+        time.sleep(0.1)
+    assert run.process.returncode == 0, run.output()[-5000:]
+    for service in ("prefect server start", "gcs_server", "raylet/raylet", "autoscaler/_private/monitor.py"):
+        assert any(service in c for c in commands.values()), f"no {service!r} among {sorted(commands.values())}"
+    _assert_all_gone(started, timeout=2.0)  # stopped by the run itself, before it exited
     expected = {s: "cached" if s in FINISHED_BEFORE_KILL else "ran" for s in STAGES}
     assert {s: v["status"] for s, v in last_run(project).items()} == expected
     curves = pd.read_csv(_output(project, "dags/faults.yaml", "train", "curves"))
