@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from flows import dvc_parsing
 from qoeflow.dag.codedeps import module_closure, module_templates
 from qoeflow.dag.dvc_export import render, to_dvc
 from qoeflow.dag.spec import Dag, lookup
@@ -146,6 +147,7 @@ class DvcBook:
         self.dvc_file = dag.dvc_file()
         self.lock_path = root / dag.dvc_dir / "dvc.lock"
         self._lock = threading.Lock()
+        dvc_parsing.install()  # each dvc.yaml / dvc.lock text parsed once, not 8 times a question
         # DVC's INFO lines and progress bars ("Waiting to acquire lock", "Computing hashes", drawn on a
         # terminal even when nothing waits) would interleave with the run's own display.
         logging.getLogger("dvc").setLevel(logging.WARNING)
