@@ -351,7 +351,8 @@ def ray_init_kwargs(address: str | None, root: Path | None = None, custom: dict[
 def shutdown_ray() -> None:
     """`ray.shutdown()`, less the second it waits at the end of every local run: Ray's autoscaler monitor
     (of no use on one machine) outlives the SIGTERM that `ray.shutdown()` sends it for the whole second that
-    Ray grants before SIGKILL (measured: 1.0 of 1.35 s), so it is killed first."""
+    Ray grants before SIGKILL (measured: 1.0 of 1.35 s), so it is killed first. (`_global_node` and its
+    process table are Ray's internals, as of the pinned ray 2.60.)"""
     import ray
     from ray._private import worker
 
