@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from qoeflow.lifecycle import caching
+from qoeflow.models.latency import steady_allocator
 
 TRUE_CHANGE = 2 / 255  # clean pixels differing by more than two grey levels: the block truly changed
 DIFFERENCE = 0.5       # a count moving by more than this against full recomputation is an output difference
@@ -117,6 +118,7 @@ def measure_caches(model: nn.Module, frames: np.ndarray, clean: np.ndarray, true
     caches = {k: caching.ConvCache(model, settings.n_convs, settings.grid, d, settings.max_age)
               for k, d in detectors.items()}
     tallies = {k: Tally(len(x)) for k in ("full_", *caches)}
+    steady_allocator()
     with torch.no_grad():
         for t, frame in enumerate(x):  # methods interleaved frame by frame: the machine's noise hits all alike
             tallies["full_"].full(model, t, frame)

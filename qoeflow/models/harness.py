@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from qoeflow import precisions
-from qoeflow.models.latency import device_name
+from qoeflow.models.latency import device_name, steady_allocator
 
 DEVICES = ("auto", "cpu", "cuda")
 TYPES: dict[str, dict[str, torch.dtype]] = {
@@ -131,6 +131,7 @@ def time_calls(fn: Callable[[torch.Tensor], object], x: torch.Tensor, *, min_run
         raise ValueError(f"need warmup ≥ 0, 1 ≤ min_calls ≤ max_calls and min_run_time ≥ 0, got {warmup}, "
                          f"{min_calls}, {max_calls}, {min_run_time}")
     sync = synchronizer(x.device)
+    steady_allocator()
     with torch.no_grad():
         for _ in range(warmup):
             fn(x)

@@ -30,7 +30,7 @@ import torch
 
 from qoeflow.lifecycle.dms import DMSNet
 from qoeflow.lifecycle.qos import DEFAULT_SPEED, PIController, check_target
-from qoeflow.models.latency import torch_threads
+from qoeflow.models.latency import steady_allocator, torch_threads
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -121,6 +121,7 @@ def _timed_ms(net: DMSNet, x: torch.Tensor, level: int) -> float:
 def profile_levels(net: DMSNet, x: torch.Tensor, *, inferences: int = 100, threads: int = 1) -> list[float]:
     """Median latency (ms) of one inference of `x` at every level, levels interleaved, after a warm-up
     of `inferences` // 10 + 1 rounds."""
+    steady_allocator()
     with torch_threads(threads):
         levels = range(net.levels + 1)
         for _ in range(inferences // 10 + 1):
@@ -165,6 +166,7 @@ def run_qos(net: DMSNet, tasks: Sequence[Task], x: torch.Tensor, accuracy: Seque
     None) with `speed` (`Gains.for_step`), sets its level every period; otherwise every task runs at level 0.
     One row per task and period (`RECORD_COLUMNS`); a row's accuracy is `accuracy[level]`."""
     _check_run(tasks, periods, inferences, threads)
+    steady_allocator()
     accuracies = _accuracy_table(accuracy, net.levels)
     was_training = net.training
     net.eval()

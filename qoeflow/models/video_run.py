@@ -15,6 +15,7 @@ from torch import nn
 from qoeflow.lifecycle import finetune
 from qoeflow.lifecycle import video_index as vi
 from qoeflow.lifecycle.multiexit import MultiExitNet, calibrate_thresholds
+from qoeflow.models.latency import steady_allocator
 from qoeflow.models.macs import count_macs
 from qoeflow.validate import VIDEO_METHODS
 
@@ -70,6 +71,7 @@ def label_sample(net: MultiExitNet, gt: nn.Module, x: torch.Tensor, *, exit_prec
     labels = predict(gt, x)
     macs = exit_set_macs(net, tuple(x.shape[1:]))
     full = tuple(range(net.n_exits))
+    steady_allocator()
     start = time.perf_counter()
     logits, features = vi.exit_outputs(net, x, full)
     per_mac = (time.perf_counter() - start) / max(len(x), 1) / macs[full]
@@ -106,6 +108,7 @@ class Ingest:
 def ingest(net: MultiExitNet, x: torch.Tensor, config: vi.IngestConfig, *, max_clusters: int, radius: float
            ) -> Ingest:
     """Every object of ``x`` through the cheap model of ``config``, indexed under its classes and clustered."""
+    steady_allocator()
     start = time.perf_counter()
     logits, features = vi.exit_outputs(net, x, config.exits)
     sets = vi.label_sets(logits, config.k) if len(x) else np.zeros((0, 0), bool)
