@@ -336,7 +336,8 @@ def check_bandit_summary(doc: dict, label: str = "bandit_summary.json") -> None:
                             f"{oracle[['normalised_qoe', 'regret']].to_dict('records')}")
 
 
-QOS_COLUMNS = ["experiment", "task", "mode", "phase", "periods", "within_10", "abs_error_rel", "accuracy", "level"]
+QOS_COLUMNS = ["experiment", "task", "mode", "phase", "periods", "within_10", "reachable", "abs_error_rel", "accuracy",
+               "level"]
 
 
 def qos_rows(doc: dict) -> pd.DataFrame:
@@ -347,13 +348,14 @@ def qos_rows(doc: dict) -> pd.DataFrame:
 
 
 def check_qos_summary(doc: dict, label: str = "qos_summary.json") -> None:
-    """Every experiment, task, mode and phase once; shares within 10 % and accuracies in [0, 1]; errors and
-    levels ≥ 0; at least one period each; the uncontrolled runs stay at level 0."""
+    """Every experiment, task, mode and phase once; shares within 10 % and in reach, and accuracies in [0, 1];
+    errors and levels ≥ 0; at least one period each; the uncontrolled runs stay at level 0."""
     df = qos_rows(doc)
     gxe = _start(df, QOS_COLUMNS, label)
     exps: list[Any] = [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in QOS_COLUMNS]
     exps.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=["experiment", "task", "mode", "phase"]))
-    exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=1) for c in ("within_10", "accuracy")]
+    exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=1)
+             for c in ("within_10", "reachable", "accuracy")]
     exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=_HUGE) for c in ("abs_error_rel", "level")]
     exps.append(gxe.ExpectColumnValuesToBeBetween(column="periods", min_value=1, max_value=_HUGE))
     _raise(label, _problems("qos_summary", df, exps, ["experiment", "task", "mode", "phase"]))

@@ -178,6 +178,20 @@ def test_disturbance_is_the_middle_third():
     assert q.disturbed_periods(6) == range(2, 4)
 
 
+def test_shares_in_reach_leave_out_the_periods_the_fastest_level_missed():
+    # five periods of one task, target 10 ms, highest level 3: two periods at level 3 and too slow
+    rows = [(1, 10.5, False), (3, 10.4, True), (3, 13.0, True), (3, 9.5, False), (2, 12.0, False)]
+    records = pd.DataFrame([{"controlled": True, "task": "A", "period": p, "level": level, "latency_ms": ms,
+                             "target_ms": 10.0, "disturbed": False, "saturated": out, "unreachable": False,
+                             "out_of_reach": out, "accuracy": 0.9} for p, (level, ms, out) in enumerate(rows)])
+    undisturbed = q.summarise(records).set_index("phase").loc["undisturbed"]
+    assert undisturbed.within_10 == pytest.approx(3 / 5)  # 10.5, 10.4, 9.5
+    assert undisturbed.reachable == pytest.approx(3 / 5)
+    assert undisturbed.within_10_reachable == pytest.approx(2 / 3)  # 10.5 and 9.5 of 10.5, 9.5, 12.0
+    gone = q.summarise(records.assign(out_of_reach=True)).set_index("phase").loc["all"]
+    assert gone.reachable == 0 and math.isnan(gone.within_10_reachable)
+
+
 def test_small_run_controlled_and_not(small, tmp_path):
     net, x, accuracy, profile = small
     tasks = [q.Task("fast", 0.85 * profile[0]), q.Task("slow", 1.5 * profile[0])]
@@ -196,7 +210,8 @@ def test_small_run_controlled_and_not(small, tmp_path):
             assert (mine.target_ms == task.target_ms).all()
         assert run.level.between(0, net.levels).all() and (run.latency_ms > 0).all()
         assert list(run.accuracy) == [accuracy[level] for level in run.level]
-        assert run.saturated.dtype == bool and run.unreachable.dtype == bool
+        assert run.saturated.dtype == bool and run.unreachable.dtype == bool and run.out_of_reach.dtype == bool
+        assert (run.out_of_reach == ((run.level == net.levels) & (run.latency_ms > run.target_ms))).all()
     assert (runs[1].level == 0).all() and not runs[1].saturated.any()
 
     records = pd.concat(runs, ignore_index=True)
@@ -205,6 +220,7 @@ def test_small_run_controlled_and_not(small, tmp_path):
     assert set(summary.phase) == set(q.PHASES)
     assert list(summary[summary.task == "fast"].periods) == [4, 2, 6] * 2
     assert summary.within_10.between(0, 1).all() and summary.abs_error_ms.ge(0).all()
+    assert summary.reachable.between(0, 1).all()
 
     fig = q.plot_qos(records)
     assert len(fig.axes) == 3 * 2

@@ -36,9 +36,10 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 RECORD_COLUMNS = ["controlled", "task", "period", "level", "latency_ms", "target_ms", "disturbed", "saturated",
-                  "unreachable", "accuracy"]
+                  "unreachable", "out_of_reach", "accuracy"]
 SUMMARY_COLUMNS = ["controlled", "task", "phase", "periods", "target_ms", "latency_ms", "abs_error_ms",
-                   "abs_error_rel", "within_10", "accuracy", "level", "saturated", "unreachable"]
+                   "abs_error_rel", "within_10", "reachable", "within_10_reachable", "accuracy", "level", "saturated",
+                   "unreachable"]
 PHASES = ("undisturbed", "disturbed", "all")
 WITHIN = 0.10  # a period is on target when its latency is within 10% of the target
 
@@ -213,14 +214,17 @@ def _period(net: DMSNet, tasks: Sequence[Task], x: torch.Tensor, accuracies: Seq
         rows.append({"controlled": bool(controllers), "task": t.name, "period": period, "level": levels[t.name],
                      "latency_ms": latency, "target_ms": float(t.target_ms), "disturbed": disturbed,
                      "saturated": bool(step and step.saturated), "unreachable": bool(step and step.unreachable),
+                     # the fastest level missed the target: no level could have met it in this period
+                     "out_of_reach": levels[t.name] == net.levels and latency > t.target_ms,
                      "accuracy": accuracies[levels[t.name]]})
     return rows
 
 
 def summarise(records: pd.DataFrame) -> pd.DataFrame:
     """Per run (controlled or not), task and phase (`PHASES`): mean latency, mean absolute tracking error (ms
-    and relative to the target), share of periods within 10% of the target, mean accuracy, mean level, shares
-    of saturated and of unreachable periods (`SUMMARY_COLUMNS`)."""
+    and relative to the target), share of periods within 10% of the target, share of periods in which the
+    target was reachable (not `out_of_reach`) and the share within 10% among those (NaN where there is none),
+    mean accuracy, mean level, shares of saturated and of unreachable periods (`SUMMARY_COLUMNS`)."""
     missing = set(RECORD_COLUMNS) - set(records.columns)
     if missing:
         raise ValueError(f"records lack columns {sorted(missing)}")
@@ -231,10 +235,14 @@ def summarise(records: pd.DataFrame) -> pd.DataFrame:
     for (controlled, task), group in r.groupby(["controlled", "task"], sort=False):
         for phase in PHASES:
             part = group if phase == "all" else group[group.disturbed == (phase == "disturbed")]
+            in_reach = ~part.out_of_reach.astype(bool)
+            reachable = part[in_reach]
             rows.append({"controlled": controlled, "task": task, "phase": phase, "periods": len(part),
                          "target_ms": group.target_ms.iloc[0], "latency_ms": part.latency_ms.mean(),
                          "abs_error_ms": part.abs_error_ms.mean(), "abs_error_rel": part.abs_error_rel.mean(),
-                         "within_10": part.within_10.mean(), "accuracy": part.accuracy.mean(),
+                         "within_10": part.within_10.mean(), "reachable": in_reach.mean(),
+                         "within_10_reachable": reachable.within_10.mean() if len(reachable) else float("nan"),
+                         "accuracy": part.accuracy.mean(),
                          "level": part.level.mean(), "saturated": part.saturated.mean(),
                          "unreachable": part.unreachable.mean()})
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
@@ -327,6 +335,7 @@ def experiment_summary(result: Experiment, accuracy: Sequence[float] | Mapping[i
                 "reachable": {"undisturbed": reachable(r["target_ms"], result.profile),
                               "disturbed": reachable(r["target_ms"], result.disturbed_profile)}})
             mode = "controlled" if r["controlled"] else "uncontrolled"
-            task.setdefault(mode, {})[r["phase"]] = {k: float(r[k]) for k in SUMMARY_COLUMNS[3:] if k != "target_ms"}
+            task.setdefault(mode, {})[r["phase"]] = {k: None if pd.isna(r[k]) else float(r[k])
+                                                     for k in SUMMARY_COLUMNS[3:] if k != "target_ms"}
         out["experiments"][name] = tasks
     return out
