@@ -526,7 +526,8 @@ def qos_table(qos: dict) -> Table:
     return Table(columns, rows, caption=f"DMS latency control of {qos['job']}",
                  note="Within 10 %: share of monitoring periods whose median latency lies within 10 % of the target; "
                       "in reach: the same among the periods in which the target was in reach (not those in which the "
-                      "task ran at the fastest DMS level and still missed it: no level could meet it then); accuracy: the test accuracy of the levels run, on average (no control: level 0, "
+                      "task ran at the fastest DMS level and still missed it: no level could meet it then); "
+                      "accuracy: the test accuracy of the levels run, on average (no control: level 0, "
                       f"{hz.percent(qos['levels'][0]['accuracy'])}).")
 
 

@@ -277,8 +277,11 @@ def _sync(device: torch.device) -> None:
 def test_latency(model: nn.Module, x: torch.Tensor, repeats: int = 5, n_images: int = 16) -> float:
     """Seconds per test image (batch of 1, eval mode, no grad): median over ``repeats`` passes over
     the first ``n_images`` of ``x``, after one warm-up pass."""
+    from qoeflow.models.latency import steady_allocator
+
     if repeats < 1 or n_images < 1 or len(x) == 0:
         raise ValueError("repeats, n_images and len(x) must be positive")
+    steady_allocator()
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     images = x[:n_images].to(device)

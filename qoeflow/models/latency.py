@@ -7,7 +7,8 @@ memory above its trim threshold to the system, so a process that has only run sm
 faults for every feature map of every call. Measured here on one thread: digits ResNet at batch 64 took
 21.9 ms in a fresh process and 10.8 ms with `steady_allocator`; the digits VGG DMS model at batch 16 5.4
 ms and 3.3 ms, and the same 3.4 ms without it after five seconds of batch-256 calls had raised the
-thresholds. So a latency depended on what the process had run before. Every timing here calls
+thresholds. So a latency depended on what the process had run before. Every latency measurement
+(`measure`, the bench harness, the QoS, caching and video runs, training's test latency) calls
 `steady_allocator` first, which fixes both thresholds high: a benchmark, not a memory-tight server, is
 what runs it.
 """
