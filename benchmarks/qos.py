@@ -4,14 +4,15 @@ The digits VGG trained for 40 epochs (as benchmarks/compression.py trains it; ca
 made a DMSNet with the compress stage's DMS params, its test accuracy per level. Then, at each batch size,
 the deploy stage's experiment with params.yaml's `deploy.qos` (one task alone, then all tasks together, each
 with PI control and at level 0 always, a matrix-multiplying thread in the middle third): per task and phase
-the share of periods within 10 % of the target, and whether some level reaches the target (by the level
+the share of periods within 10 % of the target, and whether some level meets the target (by the level
 profiles measured undisturbed and disturbed). Goal: ≥ 80 % within 10 % for every task, with and without
 disturbance, where the target is reachable. The disturbance comes in bursts that slow even the fastest
 level past every target, and a target at the fastest level's own latency is missed by its jitter alone;
 so the table also gives the share among the periods in reach, leaving out those in which the task ran at
-the fastest level and still missed its target (no level could have met it then). The whole experiment is repeated (`--repeats`, each with its own
-level profiles, targets and disturbance seed): this shared machine's timing noise moves a task's share by
-tens of points between runs, so the table gives the median over the repeats and the worst.
+the fastest level and still missed its target (no level could have met it then). The whole experiment is
+repeated (`--repeats`, each with its own level profiles, targets and disturbance seed): this shared
+machine's timing noise moves a task's share by tens of points between runs, so the table gives the median
+over the repeats and the worst.
 
     python benchmarks/qos.py [--batches 16 64] [--periods 150] [--repeats 3]
 
