@@ -27,6 +27,7 @@ bench: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/orchestration.py --lifecycle
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/planner.py
 	$(BIN)/python benchmarks/compression.py
+	$(BIN)/python benchmarks/allocator.py
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/caching.py
 	$(BIN)/python benchmarks/bandit.py
