@@ -238,7 +238,7 @@ class BenchParams(_Strict):
     """Stage `bench`: every catalog variant at every precision and batch size on one device, and caching."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precisions: list[str] | None = Field(None, min_length=1, description="BASE[+cl][+compile]; default: the device's own list")
+    precisions: list[str] | None = Field(None, min_length=1, description="BASE[+cl][+fold][+compile]; default: the device's own list")
     batches: list[int] = Field([1, 8, 64], min_length=1)
     threads: int = Field(1, ge=1, le=64, description="CPU threads while timing")
     min_run_time: float = Field(0.1, gt=0, le=10, description="seconds of timed calls per variant, precision and batch")

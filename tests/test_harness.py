@@ -71,7 +71,7 @@ def test_precision_names_say_what_runs():
     assert len(harness.default_precisions(torch.device("cuda"))) == 12
 
 
-@pytest.mark.parametrize("name", ["fp32+cl", "autocast-bf16+cl", "bf16"])
+@pytest.mark.parametrize("name", ["fp32+cl", "fp32+fold", "autocast-bf16+cl", "bf16", "bf16+cl+fold"])
 def test_every_precision_computes_the_same_function(name):
     model = tiny()
     x, y = labelled(model)
@@ -81,7 +81,9 @@ def test_every_precision_computes_the_same_function(name):
         assert ready.is_contiguous(memory_format=torch.channels_last)
     out = runner(ready)
     assert out.dtype == torch.float32
-    exact = name == "fp32+cl"
+    folded = not any(isinstance(m, nn.BatchNorm2d) for m in runner.model.modules())
+    assert folded == runner.precision.folded
+    exact = name in ("fp32+cl", "fp32+fold")
     assert torch.allclose(out, model(x), atol=1e-5 if exact else 0.1)
     assert harness.accuracy(runner, x, y) >= (1.0 if exact else 0.85)
     assert next(model.parameters()).dtype == torch.float32  # the caller's model is left as it was
@@ -106,6 +108,25 @@ def test_a_precision_the_model_cannot_run_is_an_error_row_and_the_others_go_on()
     rows = harness.measure_model(model, ["bf16", "fp32"], torch.device("cpu"), [2], x, y, min_run_time=0.0)
     assert rows[0]["precision"] == "bf16" and "no torch.bfloat16 kernel" in rows[0]["error"] and "p50_ms" not in rows[0]
     assert rows[1]["precision"] == "fp32" and rows[1]["error"] is None and rows[1]["accuracy"] == 1.0
+
+
+class Branchy(nn.Module):
+    """A forward whose path depends on the data: torch.fx cannot trace it, so it cannot be folded."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = tiny()
+
+    def forward(self, x):
+        return self.body(x) if x.sum() > -1e9 else -self.body(x)
+
+
+def test_a_model_that_cannot_be_folded_is_an_error_row_and_the_others_go_on():
+    model = Branchy().eval()
+    x, y = labelled(model)
+    rows = harness.measure_model(model, ["fp32+fold", "fp32"], torch.device("cpu"), [2], x, y, min_run_time=0.0)
+    assert rows[0]["precision"] == "fp32+fold" and "TraceError" in rows[0]["error"] and "p50_ms" not in rows[0]
+    assert rows[1]["error"] is None and rows[1]["accuracy"] == 1.0
 
 
 def test_timing_waits_for_each_call_and_honours_its_bounds():

@@ -28,19 +28,22 @@ TYPES: dict[str, dict[str, torch.dtype]] = {
 @dataclass(frozen=True)
 class Precision:
     """How a model runs: weights cast to `dtype` (None: fp32 kept), operations under autocast to `autocast`,
-    `channels_last` memory layout, compiled by `torch.compile`."""
+    `channels_last` memory layout, batch norms `folded` into the layers before them, compiled by
+    `torch.compile`."""
 
     name: str
     dtype: torch.dtype | None = None
     autocast: torch.dtype | None = None
     channels_last: bool = False
+    folded: bool = False
     compiled: bool = False
 
 
 def precision(name: str) -> Precision:
-    """The precision named `BASE[+cl][+compile]` (qoeflow/precisions.py)."""
+    """The precision named `BASE[+cl][+fold][+compile]` (qoeflow/precisions.py)."""
     base, flags = precisions.parse(name)
-    return Precision(str(name), channels_last="cl" in flags, compiled="compile" in flags, **TYPES[base])
+    return Precision(str(name), channels_last="cl" in flags, folded="fold" in flags, compiled="compile" in flags,
+                     **TYPES[base])
 
 
 def default_precisions(device: torch.device) -> tuple[str, ...]:
@@ -82,6 +85,10 @@ class Runner:
     def __init__(self, model: nn.Module, p: Precision, device: torch.device):
         self.precision, self.device = p, torch.device(device)
         net = copy.deepcopy(model).eval().to(self.device)
+        if p.folded:  # torch.fx traces the model: one it cannot trace fails here, recorded as this precision's error
+            from torch.fx.experimental.optimization import fuse
+
+            net = fuse(net)
         if p.dtype is not None:
             net = net.to(p.dtype)
         if p.channels_last:
