@@ -2,7 +2,8 @@
 
 1. Precision and layout at batch 64 for the zoo's VGG and ResNet trained on `digits` and `sprites` (the
    compression benchmark's base models, benchmarks/work/compression; trained there first if absent):
-   every precision of the device's list plus `bf16+cl`; speedup against fp32 and fp32+cl, accuracy drop
+   every precision of the device's list plus `bf16+cl`, each also with batch norms folded (`+fold`);
+   speedup against fp32 and fp32+cl folded alike, accuracy drop
    (goal on this CPU: bf16 with channels_last ≥ 3× fp32 for the best variant and ≥ 1.8× fp32+cl, at
    ≤ 0.5 point; on a GPU: fp16 ≥ 1.8× fp32 for the base model).
 2. Greedy layer conversion (thesis 004 Algorithm 1 as meant) on validation, drop on the test split: fp16
@@ -35,7 +36,10 @@ GREEDY = (("fp16", 0.05), ("mantissa-3", 0.01))
 
 
 def precision_table(device: torch.device, min_run_time: float) -> list[dict]:
-    precisions = list(dict.fromkeys([*harness.default_precisions(device), "bf16+cl"]))
+    """Every precision of the device's list plus bf16+cl, each also with batch norms folded; speedups against
+    fp32 and fp32+cl of the same folding, accuracy drop against plain fp32."""
+    unfolded = list(dict.fromkeys([*harness.default_precisions(device), "bf16+cl"]))
+    precisions = unfolded + [f"{name}+fold" for name in unfolded]
     rows = []
     for family, model in MODELS:
         data = split(family)
@@ -46,10 +50,12 @@ def precision_table(device: torch.device, min_run_time: float) -> list[dict]:
         by = {r["precision"]: r for r in measured if r["error"] is None}
         for r in measured:
             ok = r["error"] is None
+            fold = "+fold" if harness.precision(r["precision"]).folded else ""
+            fp32, fp32_cl = by.get("fp32" + fold), by.get("fp32+cl" + fold)
             rows.append({"family": family, "model": model, "precision": r["precision"], "error": r["error"],
                          "p50_ms": r.get("p50_ms"), "accuracy": r.get("accuracy"),
-                         "vs_fp32": by["fp32"]["p50_ms"] / r["p50_ms"] if ok and "fp32" in by else None,
-                         "vs_fp32_cl": by["fp32+cl"]["p50_ms"] / r["p50_ms"] if ok and "fp32+cl" in by else None,
+                         "vs_fp32": fp32["p50_ms"] / r["p50_ms"] if ok and fp32 else None,
+                         "vs_fp32_cl": fp32_cl["p50_ms"] / r["p50_ms"] if ok and fp32_cl else None,
                          "drop_points": 100 * (by["fp32"]["accuracy"] - r["accuracy"]) if ok and "fp32" in by else None,
                          "device": r["device"], "threads": r["threads"]})
     return rows
@@ -101,7 +107,9 @@ def figure(runs: list[dict], path: Path) -> None:
 def markdown(result: dict) -> str:
     lines = ["# Inference precision and layout benchmark", "",
              f"Command: `{result['command']}`. Device: {result['device']} (torch {torch.__version__}, "
-             f"{result['threads']} thread(s)); batch 64, median of per-call timings.", "",
+             f"{result['threads']} thread(s)); batch 64, median of per-call timings. `+fold`: batch norms folded "
+             "into the convolutions before them; a folded row's speedups are against fp32 and fp32+cl folded alike, "
+             "its accuracy drop against plain fp32.", "",
              "| model | precision | p50 ms | vs fp32 | vs fp32+cl | accuracy | drop (pt) |", "| --- |" + " --- |" * 6]
     for r in result["precisions"]:
         if r["error"]:
