@@ -73,9 +73,9 @@ def rows(summaries: list[dict]) -> list[str]:
                 within = [i["controlled"][phase]["within_10"] for i in infos]
                 missed = sum(not i["reachable"][phase] for i in infos)
                 reach = f" (unreachable in {missed} of {len(infos)})" if missed else ""
-                in_reach = [i["controlled"][phase]["within_10_reachable"] for i in infos]
+                in_reach = [i["controlled"][phase]["within_10_in_reach"] for i in infos]
                 in_reach = [v for v in in_reach if v is not None]
-                out_of_reach = [1 - i["controlled"][phase]["reachable"] for i in infos]
+                out_of_reach = [1 - i["controlled"][phase]["in_reach"] for i in infos]
                 cells += [f"{statistics.median(within):.0%} ({min(within):.0%}){reach}",
                           f"{statistics.median(in_reach):.0%} ({min(in_reach):.0%})" if in_reach else "–",
                           f"{statistics.median(out_of_reach):.0%}",

@@ -324,8 +324,8 @@ class QoSFigures(_Doc):
     abs_error_ms: float = Field(ge=0)
     abs_error_rel: float = Field(ge=0)
     within_10: float = Field(ge=0, le=1)
-    reachable: float = Field(ge=0, le=1)  # share of periods not out of reach (the task at its fastest level, too slow)
-    within_10_reachable: float | None = Field(ge=0, le=1)  # share within 10 % of those; null where there is none
+    in_reach: float = Field(ge=0, le=1)  # share of periods not out of reach (the task at its fastest level, too slow)
+    within_10_in_reach: float | None = Field(ge=0, le=1)  # share within 10 % of those; null where there is none
     accuracy: float = Field(ge=0, le=1)
     level: float = Field(ge=0)
     saturated: float = Field(ge=0, le=1)

@@ -336,7 +336,7 @@ def check_bandit_summary(doc: dict, label: str = "bandit_summary.json") -> None:
                             f"{oracle[['normalised_qoe', 'regret']].to_dict('records')}")
 
 
-QOS_COLUMNS = ["experiment", "task", "mode", "phase", "periods", "within_10", "reachable", "abs_error_rel", "accuracy",
+QOS_COLUMNS = ["experiment", "task", "mode", "phase", "periods", "within_10", "in_reach", "abs_error_rel", "accuracy",
                "level"]
 
 
@@ -355,7 +355,7 @@ def check_qos_summary(doc: dict, label: str = "qos_summary.json") -> None:
     exps: list[Any] = [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in QOS_COLUMNS]
     exps.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=["experiment", "task", "mode", "phase"]))
     exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=1)
-             for c in ("within_10", "reachable", "accuracy")]
+             for c in ("within_10", "in_reach", "accuracy")]
     exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=_HUGE) for c in ("abs_error_rel", "level")]
     exps.append(gxe.ExpectColumnValuesToBeBetween(column="periods", min_value=1, max_value=_HUGE))
     _raise(label, _problems("qos_summary", df, exps, ["experiment", "task", "mode", "phase"]))

@@ -516,7 +516,7 @@ def qos_table(qos: dict) -> Table:
             for phase in ("undisturbed", "disturbed"):
                 c, u = info["controlled"][phase], info["uncontrolled"][phase]
                 cells += [hz.percent(c["within_10"]) + ("" if info["reachable"][phase] else " (unreachable)"),
-                          "–" if c["within_10_reachable"] is None else hz.percent(c["within_10_reachable"]),
+                          "–" if c["within_10_in_reach"] is None else hz.percent(c["within_10_in_reach"]),
                           hz.percent(u["within_10"]), hz.percent(c["accuracy"])]
             rows.append(Row(cells))
     columns = [Column("experiment"), Column("task"), Column("target", True)]

@@ -186,10 +186,10 @@ def test_shares_in_reach_leave_out_the_periods_the_fastest_level_missed():
                              "out_of_reach": out, "accuracy": 0.9} for p, (level, ms, out) in enumerate(rows)])
     undisturbed = q.summarise(records).set_index("phase").loc["undisturbed"]
     assert undisturbed.within_10 == pytest.approx(3 / 5)  # 10.5, 10.4, 9.5
-    assert undisturbed.reachable == pytest.approx(3 / 5)
-    assert undisturbed.within_10_reachable == pytest.approx(2 / 3)  # 10.5 and 9.5 of 10.5, 9.5, 12.0
+    assert undisturbed.in_reach == pytest.approx(3 / 5)
+    assert undisturbed.within_10_in_reach == pytest.approx(2 / 3)  # 10.5 and 9.5 of 10.5, 9.5, 12.0
     gone = q.summarise(records.assign(out_of_reach=True)).set_index("phase").loc["all"]
-    assert gone.reachable == 0 and math.isnan(gone.within_10_reachable)
+    assert gone.in_reach == 0 and math.isnan(gone.within_10_in_reach)
 
 
 def test_small_run_controlled_and_not(small, tmp_path):
@@ -220,7 +220,7 @@ def test_small_run_controlled_and_not(small, tmp_path):
     assert set(summary.phase) == set(q.PHASES)
     assert list(summary[summary.task == "fast"].periods) == [4, 2, 6] * 2
     assert summary.within_10.between(0, 1).all() and summary.abs_error_ms.ge(0).all()
-    assert summary.reachable.between(0, 1).all()
+    assert summary.in_reach.between(0, 1).all()
 
     fig = q.plot_qos(records)
     assert len(fig.axes) == 3 * 2

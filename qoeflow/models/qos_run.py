@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 RECORD_COLUMNS = ["controlled", "task", "period", "level", "latency_ms", "target_ms", "disturbed", "saturated",
                   "unreachable", "out_of_reach", "accuracy"]
 SUMMARY_COLUMNS = ["controlled", "task", "phase", "periods", "target_ms", "latency_ms", "abs_error_ms",
-                   "abs_error_rel", "within_10", "reachable", "within_10_reachable", "accuracy", "level", "saturated",
+                   "abs_error_rel", "within_10", "in_reach", "within_10_in_reach", "accuracy", "level", "saturated",
                    "unreachable"]
 PHASES = ("undisturbed", "disturbed", "all")
 WITHIN = 0.10  # a period is on target when its latency is within 10% of the target
@@ -223,7 +223,7 @@ def _period(net: DMSNet, tasks: Sequence[Task], x: torch.Tensor, accuracies: Seq
 def summarise(records: pd.DataFrame) -> pd.DataFrame:
     """Per run (controlled or not), task and phase (`PHASES`): mean latency, mean absolute tracking error (ms
     and relative to the target), share of periods within 10% of the target, share of periods in which the
-    target was reachable (not `out_of_reach`) and the share within 10% among those (NaN where there is none),
+    target was in reach (not `out_of_reach`) and the share within 10% among those (NaN where there is none),
     mean accuracy, mean level, shares of saturated and of unreachable periods (`SUMMARY_COLUMNS`)."""
     missing = set(RECORD_COLUMNS) - set(records.columns)
     if missing:
@@ -236,12 +236,11 @@ def summarise(records: pd.DataFrame) -> pd.DataFrame:
         for phase in PHASES:
             part = group if phase == "all" else group[group.disturbed == (phase == "disturbed")]
             in_reach = ~part.out_of_reach.astype(bool)
-            reachable = part[in_reach]
             rows.append({"controlled": controlled, "task": task, "phase": phase, "periods": len(part),
                          "target_ms": group.target_ms.iloc[0], "latency_ms": part.latency_ms.mean(),
                          "abs_error_ms": part.abs_error_ms.mean(), "abs_error_rel": part.abs_error_rel.mean(),
-                         "within_10": part.within_10.mean(), "reachable": in_reach.mean(),
-                         "within_10_reachable": reachable.within_10.mean() if len(reachable) else float("nan"),
+                         "within_10": part.within_10.mean(), "in_reach": in_reach.mean(),
+                         "within_10_in_reach": part.within_10[in_reach].mean() if in_reach.any() else float("nan"),
                          "accuracy": part.accuracy.mean(),
                          "level": part.level.mean(), "saturated": part.saturated.mean(),
                          "unreachable": part.unreachable.mean()})
