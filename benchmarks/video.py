@@ -11,9 +11,11 @@ brute force, Focus and the multi-exit version) over a lifecycle run's model cata
   version ≥ 1.5× faster than Focus;
 - ingest seconds per frame, multi-exit against Focus (the thesis: 1.06-1.41×), and #indexing per clip;
 - scaling: query time against clip length (1×, 2×, 4× the frames of the first clip);
-- the clustering radius's trade-off between query speed and precision/recall on the first clip.
+- the clustering radius's trade-off between query speed and precision/recall on the first clip;
+- the GT-CNN's size (the first n of its candidate variants averaged) on the first clip: what the GT-CNN
+  costs against the cheap network sets how much the multi-exit version can save.
 
-    python benchmarks/video.py [--project DIR] [--scales 1 2 4] [--radii 0.05 0.1 0.15 0.2 0.3]
+    python benchmarks/video.py [--project DIR] [--scales 1 2 4] [--radii 0.05 0.1 0.15 0.2 0.3] [--ensembles 1 3 5]
 
 DIR holds a lifecycle run's `data/` (default: this checkout; `make bench` passes the project
 `benchmarks/orchestration.py --lifecycle` has just run). Writes benchmarks/results/video.{md,json,png}.
@@ -95,7 +97,30 @@ def figure(scaling: pd.DataFrame, radii: pd.DataFrame):
     return fig
 
 
-def markdown(table, goal, scaling, radii, p, gt_variants, job) -> str:
+def ensemble_sweep(sizes: list[int], spec, p, params, catalog, catalog_path: Path, project: Path, split) -> pd.DataFrame:
+    """The first clip with GT-CNNs of the first n candidate variants, n in ``sizes``: per size and indexed method,
+    the workload's figures and the multi-exit version's query speedup over Focus."""
+    from qoeflow.models.macs import count_macs
+
+    rows = []
+    for size in sizes:
+        print(f"GT-CNN of {size}", flush=True)
+        setting = p.model_copy(update={"ensemble": size})
+        _, net, variants, gt = models(catalog, catalog_path, project, setting)
+        if len(variants) < size:
+            continue
+        ingest, queries = run_clips([spec], setting, params, net, gt, split.x_val)
+        t = summarise(queries, ingest).set_index("method")
+        focus_over_me = t.loc["focus", "query_seconds"] / t.loc["multi-exit", "query_seconds"]
+        for method, r in t.iterrows():
+            rows.append({"ensemble": size, "gt_macs_over_net": count_macs(gt, (1, 32, 32)) / count_macs(net, (1, 32, 32)),
+                         "method": method, **{k: r[k] for k in ("precision", "recall", "truth_precision",
+                                                                "query_seconds", "speedup", "gt_calls")},
+                         "multi_exit_over_focus": focus_over_me})
+    return pd.DataFrame(rows)
+
+
+def markdown(table, goal, scaling, radii, sizes, p, gt_variants, job) -> str:
     fmt = {"floatfmt": ".4g"}
     return "\n".join([
         "# Video indexing benchmark", "",
@@ -105,7 +130,9 @@ def markdown(table, goal, scaling, radii, p, gt_variants, job) -> str:
         "## Per clip and method", "", table.round(4).to_markdown(index=False, **fmt), "",
         "## Goals per clip", "", goal.round(4).to_markdown(index=False, **fmt), "",
         "## Scaling (first clip at 1×, 2×, 4× the frames)", "", scaling.round(4).to_markdown(index=False, **fmt), "",
-        "## Clustering radius (first clip)", "", radii.round(4).to_markdown(index=False, **fmt), ""])
+        "## Clustering radius (first clip)", "", radii.round(4).to_markdown(index=False, **fmt), "",
+        "## GT-CNN size (first clip; the first n candidate variants averaged, MACs against the multi-exit network's "
+        "full path)", "", sizes.round(4).to_markdown(index=False, **fmt), ""])
 
 
 def main() -> None:
@@ -113,14 +140,16 @@ def main() -> None:
     parser.add_argument("--project", default=str(ROOT))
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--radii", type=float, nargs="+", default=[0.05, 0.1, 0.15, 0.2, 0.3])
+    parser.add_argument("--ensembles", type=int, nargs="+", default=[1, 3, 5])
     args = parser.parse_args()
     project = Path(args.project)
     params = validate_params(read_params_file(ROOT / "params.yaml"), "params.yaml")
     p = params.video
     catalog_path = project / "data" / "models" / "catalog.csv"
     catalog = kind_of("model_catalog").load(catalog_path, str(catalog_path), root=project)
-    job, net, gt_variants, gt = models(catalog, catalog_path, project, p)
-    validation = job_split(params.train, FAMILY).x_val
+    split = job_split(params.train, FAMILY)
+    job, net, gt_variants, gt = models(catalog, catalog_path, project, p, (split.x_val, split.y_val), print)
+    validation = split.x_val
     print("clips of params.yaml", flush=True)
     ingest, queries = run_clips(p.clips, p, params, net, gt, validation)
     table = summarise(queries, ingest)
@@ -140,13 +169,16 @@ def main() -> None:
         i, q = run_clips([spec], setting, params, net, gt, validation)
         radii += [{"radius": radius, **r} for r in summarise(q, i).to_dict("records") if r["method"] != "brute-force"]
     scaling, radii = pd.DataFrame(scaling), pd.DataFrame(radii)
+    sizes = ensemble_sweep(args.ensembles, spec, p, params, catalog, catalog_path, project, split)
     RESULTS.mkdir(parents=True, exist_ok=True)
     keep = ["method", "precision", "recall", "query_seconds", "speedup", "gt_calls", "clusters"]
     (RESULTS / "video.md").write_text(markdown(table, goal, scaling[["scale", "frames", *keep]],
-                                               radii[["radius", *keep, "ingest_seconds_per_frame"]], p, gt_variants, job))
+                                               radii[["radius", *keep, "ingest_seconds_per_frame"]], sizes, p, gt_variants,
+                                               job))
     (RESULTS / "video.json").write_text(json.dumps({"clips": table.to_dict("records"), "goals": goal.to_dict("records"),
                                                     "scaling": scaling.to_dict("records"),
-                                                    "radii": radii.to_dict("records")}, indent=1, default=str))
+                                                    "radii": radii.to_dict("records"),
+                                                    "ensembles": sizes.to_dict("records")}, indent=1, default=str))
     figure(scaling, radii).savefig(RESULTS / "video.png", dpi=90)
     print((RESULTS / "video.md").read_text())
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
@@ -357,7 +357,9 @@ class VideoParams(_Strict):
     job: str | None = Field(None, description="the multi-exit job (catalog rows JOB.exit-<i>; None: the first)")
     ground_truth: list[str] | None = Field(None, min_length=1, description="the GT-CNN's catalog variants, an "
                                            "ensemble (None: the `ensemble` most accurate sprites variants)")
-    ensemble: int = Field(3, ge=1, le=20, description="variants in the default GT-CNN")
+    ensemble: Literal["auto"] | Annotated[int, Field(ge=1, le=20)] = Field(
+        "auto", description="variants in the default GT-CNN (auto: the number most accurate on the sprites "
+                            "validation split)")
     height: int = Field(128, ge=32, le=4096)
     width: int = Field(128, ge=32, le=4096)
     clips: list[ClipParams] = Field(
@@ -373,6 +375,8 @@ class VideoParams(_Strict):
     exit_precision: float = Field(0.99, gt=0, le=1, description="precision against the GT-CNN that each "
                                                                 "query-time exit's threshold is calibrated to")
     min_area: int = Field(20, ge=1, description="smallest foreground blob that is an object, pixels")
+    repeats: int = Field(2, ge=1, le=20, description="timed runs of each indexed query (its median) after an "
+                                                     "untimed warm-up: the first runs of a batch shape cost more")
     threads: int = Field(1, ge=1, le=64, description="torch threads while ingesting and querying")
 
     @model_validator(mode="after")

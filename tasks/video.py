@@ -28,12 +28,13 @@ CROP = 32  # object crops are CROP×CROP, the sprites family's input
 FAMILY = "sprites"  # the clips show sprites: the family whose models can read them
 
 
-def models(catalog: pd.DataFrame, catalog_path: Path, root: Path, p):
+def models(catalog: pd.DataFrame, catalog_path: Path, root: Path, p, labelled=None, log=None):
     """(multi-exit job, its MultiExitNet, GT-CNN variants, GT-CNN): the job's `JOB.early-exit` network and the
     GT-CNN, an `Ensemble` of params `video.ground_truth` (or of the `video.ensemble` most accurate sprites
-    variants that are neither exits nor DMS levels); jobs and variants of the sprites family only."""
+    variants that are neither exits nor DMS levels; `auto`: as many of them as are most accurate on the
+    ``labelled`` (inputs, labels), the sprites validation split); jobs and variants of the sprites family only."""
     from qoeflow.models.variants import load_variant
-    from qoeflow.models.video_run import Ensemble
+    from qoeflow.models.video_run import Ensemble, ensemble_size
 
     policies = catalog[(catalog["method"] == "early-exit") & (catalog["family"] == FAMILY)]
     jobs = list(dict.fromkeys(policies["source_job"]))
@@ -46,15 +47,25 @@ def models(catalog: pd.DataFrame, catalog_path: Path, root: Path, p):
         others = ours[~ours["method"].isin(["exit", "early-exit", "dms"])]
         if others.empty:
             raise StageError(f"{catalog_path}: no {FAMILY} model but the multi-exit network's exits to be the GT-CNN")
-        variants = others.sort_values("accuracy", ascending=False, kind="stable")["variant"].head(p.ensemble).tolist()
+        variants = others.sort_values("accuracy", ascending=False, kind="stable")["variant"].tolist()
+        if p.ensemble != "auto":
+            variants = variants[:p.ensemble]
     else:
         variants = list(p.ground_truth)
         unknown = [v for v in variants if v not in set(ours["variant"])]
         if unknown:
             raise StageError(f"{catalog_path}: no {FAMILY} variant {', '.join(unknown)} (video.ground_truth)")
     net = load_variant(f"{job}.early-exit", catalog_path, root).net
-    gt = Ensemble([load_variant(v, catalog_path, root) for v in variants]).eval()
-    return job, net, variants, gt
+    members = [load_variant(v, catalog_path, root) for v in variants]
+    if p.ground_truth is None and p.ensemble == "auto":
+        if labelled is None:
+            raise ValueError("video.ensemble 'auto' chooses the GT-CNN on labelled inputs; none were given")
+        size, accuracies = ensemble_size(members, *labelled)
+        variants, members = variants[:size], members[:size]
+        if log:
+            log(f"video: GT-CNN of the {size} most accurate {FAMILY} variants (validation accuracy of the first 1, "
+                f"2, … averaged: {', '.join(f'{a:.4f}' for a in accuracies)})")
+    return job, net, variants, Ensemble(members).eval()
 
 
 def make_clip(spec, p, glyph_seed: int):
@@ -162,8 +173,9 @@ def ingest_rows(name: str, found: dict) -> list[dict]:
     return rows
 
 
-def workload(conn, name: str, clip, found: dict, net, gt) -> list[dict]:
-    """Every class on one clip by every method: queries.csv's rows."""
+def workload(conn, name: str, clip, found: dict, net, gt, repeats: int = 1) -> list[dict]:
+    """Every class on one clip by every method: queries.csv's rows (an indexed query's seconds: the median of
+    ``repeats`` runs after a warm-up run)."""
     from qoeflow.data.sprites import CLASSES
     from qoeflow.lifecycle.video_index import precision_recall
     from qoeflow.models.video_run import INGESTS, predict
@@ -180,10 +192,11 @@ def workload(conn, name: str, clip, found: dict, net, gt) -> list[dict]:
         brute = {"frames": reference, "candidates": len(found["x"]), "gt_calls": len(found["x"]),
                  "seconds": scan + time.perf_counter() - start}
         answers = {"brute-force": brute}
-        for method in INGESTS:
-            result = answer(conn, name, method, label, gt, net, found["thresholds"], CROP)
+        for method in INGESTS:  # a warm-up run (a new batch shape's first runs cost more), then `repeats` timed
+            result, *timed = [answer(conn, name, method, label, gt, net, found["thresholds"], CROP)
+                              for _ in range(1 + repeats)]
             answers[method] = {"frames": result.frames, "candidates": result.candidates, "gt_calls": result.gt_calls,
-                               "seconds": result.seconds}
+                               "seconds": float(np.median([r.seconds for r in timed]))}
         truth_frames = set(truth.loc[truth["label"] == label, "frame"].tolist())
         for method, a in answers.items():
             precision, recall = precision_recall(a["frames"], reference)
@@ -212,7 +225,7 @@ def index_and_query(conn, p, glyph_seed: int, net, gt, validation, log, progress
             ingest.append(found["ingest"])
             if progress:
                 progress("video", i, len(p.clips), f"{spec.name}: {len(found['x'])} objects, querying")
-            queries += workload(conn, spec.name, clip, found, net, gt)
+            queries += workload(conn, spec.name, clip, found, net, gt, p.repeats)
     return pd.concat(ingest, ignore_index=True), pd.DataFrame(queries)
 
 
@@ -225,8 +238,10 @@ def run(ctx: StageContext) -> dict:
 
     p = ctx.params.video
     catalog = ctx.load("model_catalog")
-    job, net, gt_variants, gt = models(catalog, ctx.input("model_catalog"), ctx.root, p)
-    validation = job_split(ctx.params.train, FAMILY).x_val
+    split = job_split(ctx.params.train, FAMILY)
+    job, net, gt_variants, gt = models(catalog, ctx.input("model_catalog"), ctx.root, p, (split.x_val, split.y_val),
+                                       ctx.log)
+    validation = split.x_val
     staged = ctx.staging() / "index.duckdb"
     staged.unlink(missing_ok=True)
     conn = create(staged, {"multi_exit_job": job, "multi_exit_variant": f"{job}.early-exit",

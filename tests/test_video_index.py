@@ -136,6 +136,29 @@ def test_calibrated_exit_answers_are_as_precise_as_asked_on_their_data(net):
     assert (vi.exit_answers(model, split.x_val, [1.0] * 4) == -1).all()  # thresholds of 1: no exit is ever sure
 
 
+class _Answers(torch.nn.Module):
+    """A classifier whose answer to input i is row i of ``logits`` (inputs are their own indices)."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.table = torch.tensor(logits, dtype=torch.float32)
+
+    def forward(self, x):
+        return self.table[x[:, 0].long()]
+
+
+def test_the_ground_truth_ensemble_is_as_large_as_is_most_accurate_together():
+    x, y = torch.arange(4).float().unsqueeze(1), torch.tensor([0, 1, 1, 0])
+    right_3 = _Answers([[5, 0], [0, 5], [0, 5], [0, 1]])     # 3 of 4 right
+    fixes_4th = _Answers([[1, 0], [0, 1], [0, 1], [9, 0]])   # with the first: the 4th too, the rest still right
+    wrong = _Answers([[0, 9], [9, 0], [9, 0], [0, 9]])       # all wrong: undoes the fix of the 4th
+    assert vr.ensemble_size([right_3, fixes_4th, wrong], x, y) == (2, [0.75, 1.0, 0.75])
+    same = _Answers([[5, 0], [0, 5], [0, 5], [0, 1]])
+    assert vr.ensemble_size([right_3, same], x, y) == (1, [0.75, 0.75])  # no better: the smaller
+    with pytest.raises(ValueError, match="labelled"):
+        vr.ensemble_size([right_3], x, y[:2])
+
+
 def test_precision_and_recall_are_over_frames():
     assert vi.precision_recall({1, 2, 3, 4}, {2, 3, 4, 5, 6}) == (0.75, 0.6)
     assert vi.precision_recall(set(), set()) == (1.0, 1.0)
@@ -174,3 +197,21 @@ def test_the_stage_refuses_a_job_without_a_multi_exit_network(tmp_path):
         with pytest.raises(StageError, match=rf"no multi-exit network of sprites job '{job}'.*sprites jobs with one: "
                                              r"sprites-resnet"):
             models(catalog, tmp_path / "catalog.csv", tmp_path, VideoParams(job=job))
+
+
+def test_an_indexed_querys_seconds_are_the_median_of_its_timed_runs_after_a_warm_up(monkeypatch):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    import tasks.video as stage
+
+    runs = iter([9.0, 1.0, 3.0] * 20)  # per query: the warm-up, then two timed runs
+    monkeypatch.setattr(stage, "answer", lambda *args: stage.Answer([0], 1, 1, next(runs)))
+    clip = SimpleNamespace(objects={"frame": np.array([0]), "label": np.array([1])})
+    found = {"ingest": pd.DataFrame({"method": ["focus", "multi-exit"], "ingest_seconds_per_frame": [0.1, 0.1]}),
+             "x": torch.zeros(2, 1, 32, 32), "frames": np.array([0, 1]), "thresholds": [0.5]}
+    gt = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 * 32, 10))
+    rows = stage.workload(None, "c", clip, found, None, gt, repeats=2)
+    assert {r["query_seconds"] for r in rows if r["method"] != "brute-force"} == {2.0}
+    assert len(rows) == 10 * 3

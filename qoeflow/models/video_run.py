@@ -39,6 +39,20 @@ class Ensemble(nn.Module):
         return probs.clamp_min(1e-12).log()
 
 
+def ensemble_size(models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor) -> tuple[int, list[float]]:
+    """How many of ``models`` (most accurate first) the GT-CNN averages: of the ensembles of the first 1, 2, …
+    of them, the most accurate on the labelled ``x, y`` (the smallest of equals); (size, each size's accuracy)."""
+    if not models:
+        raise ValueError("an ensemble needs at least one model")
+    if len(x) == 0 or len(x) != len(y):
+        raise ValueError(f"the GT-CNN's size is chosen on labelled inputs; got {len(x)} inputs and {len(y)} labels")
+    total, accuracies = 0.0, []
+    for model in models:
+        total = total + torch.softmax(finetune.logits(model, x, BATCH), dim=1)
+        accuracies.append(float((total.argmax(1) == y).double().mean()))
+    return int(np.argmax(accuracies)) + 1, accuracies
+
+
 def predict(model: nn.Module, x: torch.Tensor) -> np.ndarray:
     """Top-1 class of each row of ``x``: (N,) int64."""
     return finetune.logits(model, x, BATCH).argmax(1).numpy() if len(x) else np.empty(0, np.int64)
@@ -145,8 +159,8 @@ def confirm(method: str, label: int, crops: torch.Tensor, gt: nn.Module, net: Mu
     return Confirmation(answers == label, int(unsure.sum()))
 
 
-__all__ = ["METHODS", "INGESTS", "Ensemble", "predict", "exit_set_macs", "Sample", "label_sample", "choose", "Ingest", "ingest",
-           "Confirmation", "confirm", "summarise"]
+__all__ = ["METHODS", "INGESTS", "Ensemble", "ensemble_size", "predict", "exit_set_macs", "Sample", "label_sample",
+           "choose", "Ingest", "ingest", "Confirmation", "confirm", "summarise"]
 
 
 def summarise(queries, ingest):
