@@ -90,3 +90,19 @@ def test_bad_queries_are_refused_with_what_to_run(project, tmp_path):
         query(project / INDEX, label=12)
     with pytest.raises(StageError, match=r"no clip 'nope' \(clips: tiny\)"):
         query(project / INDEX, clip="nope")
+
+
+def test_the_gt_cnn_is_the_most_accurate_variants_and_the_report_names_them(project):
+    import duckdb
+
+    from tasks.catalog import kind_of
+    from tasks.video_db import ground_truth_variants
+
+    with duckdb.connect(str(project / INDEX), read_only=True) as conn:
+        gt = ground_truth_variants(conn)
+    catalog = kind_of("model_catalog").load(project / "data/smoke/models/catalog.csv", "catalog.csv", root=project)
+    candidates = catalog[(catalog["family"] == "sprites") & ~catalog["method"].isin(["exit", "early-exit", "dms"])]
+    ranked = candidates.sort_values("accuracy", ascending=False, kind="stable")["variant"].tolist()
+    assert gt and gt == ranked[:len(gt)]  # a leading run of the most accurate (its length chosen on validation)
+    page = (project / "data/smoke/report/index.html").read_text()
+    assert f"The GT-CNN averages {len(gt)} variant" in page and ", ".join(gt) in page
