@@ -155,7 +155,8 @@ register(TaskDef(
               "selection", "variants", "compression", "compression_figure", "exits", "model_catalog", "exits_figure",
               "compressed_models", "multiexit_models",  # the model files that variants and model_catalog rows name
               "bench", "bench_figure", "caching", "caching_figure", "asha", "bandit_summary", "bandit_figure",
-              "qos_summary", "qos_figure", "qos_single_figure", "video_ingest", "video_queries", "video_figure"),
+              "qos_summary", "qos_figure", "qos_single_figure", "video_index", "video_ingest", "video_queries",
+              "video_figure"),
     outputs=("html",),
     entry={"run": "run"},
 ))

@@ -482,6 +482,7 @@ def deploy_section(ctx: StageContext, stage: str) -> dict[str, Any]:
 @section("video", "Video indexing and query with the multi-exit network")
 def video_section(ctx: StageContext, stage: str) -> dict[str, Any]:
     from qoeflow.models.video_run import summarise
+    from tasks.video_db import ground_truth_variants, open_index
 
     queries, ingest = ctx.load("video_queries"), ctx.load("video_ingest")
     table = summarise(queries, ingest)
@@ -500,8 +501,6 @@ def video_section(ctx: StageContext, stage: str) -> dict[str, Any]:
     note = ("Precision and recall over the frames of all ten class queries, against brute force (the GT-CNN on every "
             "detected object); precision vs truth: against the generator's objects. Speedup: brute force's query "
             "seconds over the method's, the whole workload. Rows below 99 % are marked.")
-    from tasks.video_db import ground_truth_variants, open_index
-
     conn = open_index(ctx.load("video_index"))
     try:
         gt = ground_truth_variants(conn)
