@@ -356,7 +356,7 @@ class VideoParams(_Strict):
 
     job: str | None = Field(None, description="the multi-exit job (catalog rows JOB.exit-<i>; None: the first)")
     ground_truth: list[str] | None = Field(None, min_length=1, description="the GT-CNN's catalog variants, an "
-                                           "ensemble (None: the `ensemble` most accurate sprites variants)")
+                                           "ensemble (None: the most accurate sprites variants, as many as `ensemble` says)")
     ensemble: Literal["auto"] | Annotated[int, Field(ge=1, le=20)] = Field(
         "auto", description="variants in the default GT-CNN (auto: the number most accurate on the sprites "
                             "validation split)")
